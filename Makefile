@@ -1,0 +1,39 @@
+# Two commands: `make demo` and `make test`. Both set up what they need first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+export DO_NOT_TRACK := 1
+
+.PHONY: demo test install tidb lint docs bench clean
+
+demo: install tidb
+	$(BIN)/ecom demo
+
+test: install tidb
+	$(BIN)/ruff check runner loaders tests bench
+	$(BIN)/pytest
+
+install: $(STAMP) profiles.yml
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python 3.11+ is needed (set PYTHON=python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+profiles.yml:
+	cp profiles.example.yml profiles.yml
+
+tidb:
+	@bash scripts/ensure-tidb.sh
+
+lint: install
+	$(BIN)/ruff check runner loaders tests bench
+	$(BIN)/ruff format --check runner loaders tests bench
+
+docs: install
+	$(BIN)/ecom dbt docs generate
+
+clean:
+	rm -rf .ecom dbt_project/target dbt_project/logs

@@ -1,0 +1,53 @@
+-- Units sold per item over the 7 business days before the as-of date: order_date in
+-- [as_of - 7 days, as_of). Only items with at least one order in the window have a row.
+
+with
+
+orders as (
+
+    select * from {{ ref('stg_raw__orders') }}
+
+),
+
+sales_window as (
+
+    select
+        dateadd(day, -7, {{ as_of_date() }}) as window_start,
+        {{ as_of_date() }} as window_end
+
+),
+
+orders_in_window as (
+
+    select
+        orders.item_id,
+        orders.item_count,
+        sales_window.window_start,
+        sales_window.window_end
+
+    from orders
+
+    cross join sales_window
+
+    where
+        orders.order_date >= sales_window.window_start
+        and orders.order_date < sales_window.window_end
+
+),
+
+units_per_item as (
+
+    select
+        item_id,
+        cast(sum(item_count) as number(38, 0)) as units_sold,
+        cast(count(*) as number(18, 0)) as order_count,
+        window_start,
+        window_end
+
+    from orders_in_window
+
+    group by item_id, window_start, window_end
+
+)
+
+select * from units_per_item

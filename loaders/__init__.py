@@ -1,0 +1,1 @@
+"""The code that moves rows: generate, stream, archive, export."""

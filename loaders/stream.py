@@ -1,0 +1,121 @@
+"""The live stream: today's orders arriving at a steady rate, and their shipments moving forward."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from runner import tidb
+from runner.config import Settings
+from runner.errors import EcomError
+
+# The order a shipment's status moves in; each tick moves a few shipments one step.
+NEXT_STATUS = {"created": "shipped", "shipped": "in_transit", "in_transit": "delivered"}
+CARRIERS = ("SF Express", "JD Logistics", "ZTO", "YTO", "STO", "EMS", "DHL", "UPS")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    rate: float = 5.0  # orders per second
+    duration: float | None = 10.0  # seconds; None runs until interrupted
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if not 0 < self.rate <= 10_000:
+            raise EcomError(f"--rate must be above 0 and at most 10000 orders/s (got {self.rate})", "pick a rate")
+        if self.duration is not None and not 0 < self.duration <= 7 * 86400:
+            raise EcomError(f"--duration must be above 0 and at most a week (got {self.duration})", "pick a duration")
+
+
+@dataclass
+class StreamResult:
+    orders: int = 0
+    amount: float = 0.0
+    status_moves: int = 0
+    seconds: float = 0.0
+
+
+def stream(
+    settings: Settings,
+    spec: StreamSpec,
+    on_tick: Callable[[StreamResult], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> StreamResult:
+    """Insert live orders (one transaction per second of orders, each order with its express row)."""
+    spec.validate()
+    cfg = settings.tidb
+    db, xdb = f"`{cfg.database}`", f"`{cfg.express_database}`"
+    rng = np.random.default_rng(spec.seed)
+    result = StreamResult()
+    with tidb.connection(settings, cfg.database) as conn:
+        tidb.require_schema(conn, cfg)
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT COALESCE(MAX(id), 0) FROM {db}.users")
+            max_user = int(cur.fetchone()[0])
+            cur.execute(f"SELECT id, price FROM {db}.items ORDER BY id")
+            items = cur.fetchall()
+        if not max_user or not items:
+            raise EcomError("there are no users or items to order", "run `ecom generate` first")
+        item_ids = np.array([row[0] for row in items])
+        prices = [row[1] for row in items]
+        popularity = 1.0 / np.arange(1, len(items) + 1) ** 1.05
+        popularity = popularity[rng.permutation(len(items))]
+        popularity /= popularity.sum()
+        started = time.monotonic()
+        owed = 0.0
+        conn.autocommit(False)
+        try:
+            while spec.duration is None or time.monotonic() - started < spec.duration:
+                if stop is not None and stop():
+                    break
+                tick = time.monotonic()
+                owed += spec.rate
+                count, owed = int(owed), owed - int(owed)
+                with conn.cursor() as cur:
+                    for _ in range(count):
+                        index = int(rng.choice(len(items), p=popularity))
+                        units = int(rng.choice([1, 2, 3, 4], p=[0.55, 0.25, 0.13, 0.07]))
+                        amount = prices[index] * units
+                        now = settings.now()
+                        cur.execute(
+                            f"INSERT INTO {db}.orders (user_id, item_id, item_count, amount, created_at) "
+                            "VALUES (%s, %s, %s, %s, %s)",
+                            (int(rng.integers(1, max_user + 1)), int(item_ids[index]), units, amount, now),
+                        )
+                        carrier = CARRIERS[int(rng.integers(0, len(CARRIERS)))]
+                        cur.execute(
+                            f"INSERT INTO {xdb}.express (order_id, carrier, tracking_no, status, updated_at) "
+                            "VALUES (%s, %s, %s, 'created', %s)",
+                            (cur.lastrowid, carrier, f"{carrier[:3].upper()}{rng.integers(10**9, 10**10)}", now),
+                        )
+                        result.orders += 1
+                        result.amount += float(amount)
+                    result.status_moves += _advance_shipments(cur, xdb, settings, max(1, count // 2))
+                conn.commit()
+                result.seconds = time.monotonic() - started
+                if on_tick is not None:
+                    on_tick(result)
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+        except KeyboardInterrupt:
+            conn.rollback()  # the tick in flight is dropped whole
+        finally:
+            conn.autocommit(True)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _advance_shipments(cur, xdb: str, settings: Settings, per_status: int) -> int:  # type: ignore[no-untyped-def]
+    """Move the oldest shipments of each status one step forward (delivered is final)."""
+    moved = 0
+    now = settings.now()
+    for status, following in reversed(list(NEXT_STATUS.items())):
+        stamp = {"shipped": ", shipped_at = %s", "delivered": ", delivered_at = %s"}.get(following, "")
+        params: tuple[object, ...] = (following, now, *((now,) if stamp else ()), status, per_status)
+        moved += cur.execute(
+            f"UPDATE {xdb}.express SET status = %s, updated_at = %s{stamp} WHERE status = %s ORDER BY id LIMIT %s",
+            params,
+        )
+    return moved

@@ -1,0 +1,1 @@
+"""The runner: configuration, connections, orchestration and the `ecom` CLI."""

@@ -1,0 +1,307 @@
+"""`ecom`: a thin click layer over the runner and loaders (each command calls one library function)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+import pymysql
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from loaders.archive import parse_day
+from loaders.generate import GenerateSpec
+from loaders.stream import StreamSpec, stream
+from runner import dbt, pipeline, serving, tidb
+from runner.config import Settings
+from runner.errors import EcomError, redact
+from runner.output import console, dump_json, errors, show
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+class _Bars:
+    """A rich progress bar per table, fed by the loaders' (table, done, total) callbacks."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:>10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> Callable[[str, int, int], None]:
+        self.progress.__enter__()
+        return self.update
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def update(self, table: str, done: int, total: int) -> None:
+        if table not in self.tasks:
+            self.tasks[table] = self.progress.add_task(table, total=total or None)
+        self.progress.update(self.tasks[table], completed=done, total=total or None)
+
+
+def _day_range(date: str | None, first: str | None, last: str | None, settings: Settings) -> tuple[dt.date, dt.date]:
+    if date and (first or last):
+        raise EcomError("--date cannot be combined with --from/--to", "use one or the other")
+    if date:
+        day = parse_day(date, "--date")
+        return day, day
+    if first or last:
+        if not (first and last):
+            raise EcomError("--from and --to go together", "give both, e.g. --from 2026-01-01 --to 2026-01-31")
+        return parse_day(first, "--from"), parse_day(last, "--to")
+    yesterday = settings.today() - dt.timedelta(days=1)
+    return yesterday, yesterday
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """E-commerce analytics: live data in TiDB, history modelled in Snowflake with dbt, served back from TiDB.
+
+    Configuration comes from the environment (TIDB_*, ECOM_*) and the dbt profile (profiles.yml).
+    """
+
+
+@cli.command()
+def init() -> None:
+    """Create (or upgrade) the TiDB schema: business tables, serving tables and views."""
+    settings = _settings()
+    ran = tidb.init_schema(settings)
+    console.print(
+        f"schema of {settings.tidb.database}/{settings.tidb.express_database}: "
+        + (f"applied {', '.join(ran)}" if ran else "up to date")
+    )
+
+
+@cli.command()
+@click.option("--users", default=GenerateSpec.users, show_default=True, type=int)
+@click.option("--items", default=GenerateSpec.items, show_default=True, type=int)
+@click.option("--orders", default=GenerateSpec.orders, show_default=True, type=int)
+@click.option("--days", default=GenerateSpec.days, show_default=True, type=int, help="Days of history before today.")
+@click.option("--seed", default=GenerateSpec.seed, show_default=True, type=int)
+def generate(users: int, items: int, orders: int, days: int, seed: int) -> None:
+    """Replace the business data with a generated history (deterministic for a seed)."""
+    settings = _settings()
+    spec = GenerateSpec(users=users, items=items, orders=orders, days=days, seed=seed)
+    spec.validate()
+    with _Bars() as bars:
+        result = pipeline.run_generate(settings, spec, bars)
+    console.print(
+        f"generated {result.users} users, {result.items} items, {result.orders} orders with expresses "
+        f"over {result.first_day}..{result.last_day} (amount {result.amount:,.2f})"
+    )
+
+
+@cli.command("stream")
+@click.option("--rate", default=5.0, show_default=True, type=float, help="Orders per second.")
+@click.option("--duration", default=None, type=float, help="Seconds to run (default: until Ctrl-C).")
+@click.option("--seed", default=None, type=int)
+def stream_command(rate: float, duration: float | None, seed: int | None) -> None:
+    """Write live orders for today, and move shipments forward, until --duration or Ctrl-C."""
+    settings = _settings()
+    started = settings.now()
+
+    def tick(result: Any) -> None:
+        console.print(f"\r{result.orders} orders, {result.amount:,.2f} in {result.seconds:.0f}s", end="")
+
+    result = stream(settings, StreamSpec(rate=rate, duration=duration, seed=seed), on_tick=tick)
+    console.print()
+    pipeline.runs.record(settings, "stream", started, f"{result.orders} live orders")
+    console.print(
+        f"streamed {result.orders} orders ({result.amount:,.2f}) in {result.seconds:.1f}s; "
+        f"{result.status_moves} shipments moved on"
+    )
+
+
+@cli.command()
+@click.option("--date", "date", default=None, help="One business day, YYYY-MM-DD (default: yesterday).")
+@click.option("--from", "first", default=None, help="First day of a range, YYYY-MM-DD.")
+@click.option("--to", "last", default=None, help="Last day of a range (included).")
+@json_option
+def archive(date: str | None, first: str | None, last: str | None, as_json: bool) -> None:
+    """Copy whole days of orders and expresses (and users/items snapshots) into the warehouse."""
+    settings = _settings()
+    day_first, day_last = _day_range(date, first, last, settings)
+    with _Bars() as bars:
+        result = pipeline.run_archive(settings, day_first, day_last, None if as_json else bars)
+    if as_json:
+        dump_json(
+            {
+                "first_day": result.first_day,
+                "last_day": result.last_day,
+                "orders": result.orders,
+                "express": result.express,
+                "users": result.users,
+                "items": result.items,
+                "amount": result.amount,
+            }
+        )
+        return
+    console.print(
+        f"archived {day_first}..{day_last}: {result.orders} orders, {result.express} expresses "
+        f"(amount {result.amount:,.2f}); snapshots of {result.users} users and {result.items} items"
+    )
+
+
+def _as_of(value: str | None, settings: Settings) -> dt.date:
+    if value is None:
+        return settings.today()
+    day = parse_day(value, "--as-of")
+    if day > settings.today():
+        raise EcomError(f"--as-of {day} is in the future", "use today or an earlier day")
+    return day
+
+
+@cli.command()
+@click.option("--as-of", "as_of", default=None, help="The as-of date, YYYY-MM-DD (default: today).")
+def transform(as_of: str | None) -> None:
+    """Build and test the dbt project (dbt build, in-process) for an as-of date."""
+    settings = _settings()
+    day = _as_of(as_of, settings)
+    outcome = pipeline.run_transform(settings, day)
+    console.print(f"dbt build as of {day}: {len(outcome.results)} nodes passed")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def dbt_command(args: tuple[str, ...]) -> None:
+    """Pass any dbt command through, in-process, on the configured target (e.g. `ecom dbt docs generate`)."""
+    settings = _settings()
+    outcome = dbt.run(settings, list(args))
+    if not outcome.success:
+        raise EcomError(f"dbt {' '.join(args)} failed", "see the dbt output above")
+
+
+cli.add_command(dbt_command, "dbt")
+
+
+@cli.command()
+def export() -> None:
+    """Write user labels, hot items and monthly bills into TiDB's serving tables (swapped in atomically)."""
+    settings = _settings()
+    result = pipeline.run_export(settings)
+    console.print(
+        f"exported (as of {result.as_of_date}): "
+        + ", ".join(f"{table} {rows} rows" for table, rows in result.rows.items())
+    )
+
+
+@cli.command()
+@json_option
+def dashboard(as_json: bool) -> None:
+    """Today's sales (total, orders, customers; by item type; by hour) and both hot-item tiers."""
+    show(serving.dashboard(_settings()), as_json)
+
+
+@cli.command()
+@click.argument("user_id", type=int)
+@json_option
+def recommend(user_id: int, as_json: bool) -> None:
+    """The hot items recommended to a user: the high tier for high-net-worth users, else the low tier."""
+    show(serving.recommend(_settings(), user_id), as_json)
+
+
+@cli.command()
+@click.argument("user_id", type=int)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+def orders(user_id: int, limit: int, as_json: bool) -> None:
+    """A user's orders with their live express status, newest first."""
+    show(serving.orders(_settings(), user_id, limit), as_json)
+
+
+@cli.command()
+@click.argument("user_id", type=int)
+@click.option("--month", default=None, help="YYYY-MM (default: every month).")
+@json_option
+def bill(user_id: int, month: str | None, as_json: bool) -> None:
+    """A user's monthly bills."""
+    show(serving.bill(_settings(), user_id, month), as_json)
+
+
+@cli.command()
+@json_option
+def status(as_json: bool) -> None:
+    """Connections, rows per table on both sides, and the last run of each step."""
+    from runner.status import status_tables
+
+    show(status_tables(_settings()), as_json)
+
+
+@cli.command()
+@click.option("--users", default=GenerateSpec.users, show_default=True, type=int)
+@click.option("--items", default=GenerateSpec.items, show_default=True, type=int)
+@click.option("--orders", default=GenerateSpec.orders, show_default=True, type=int)
+@click.option("--days", default=GenerateSpec.days, show_default=True, type=int)
+@click.option("--seed", default=GenerateSpec.seed, show_default=True, type=int)
+@click.option("--stream-seconds", default=5.0, show_default=True, type=float)
+@click.option("--stream-rate", default=20.0, show_default=True, type=float)
+def demo(users: int, items: int, orders: int, days: int, seed: int, stream_seconds: float, stream_rate: float) -> None:
+    """The whole pipeline: init, generate, archive, transform, export, a live burst, dashboard, recommendations."""
+    settings = _settings()
+    spec = GenerateSpec(users=users, items=items, orders=orders, days=days, seed=seed)
+    spec.validate()
+    StreamSpec(rate=stream_rate, duration=stream_seconds).validate()
+
+    def announce(name: str, seconds: float, detail: str) -> None:
+        console.print(f"[bold]{name:>9}[/bold] {seconds:6.1f}s  {detail}")
+
+    with _Bars() as bars:
+        report = pipeline.demo(settings, spec, stream_seconds, stream_rate, on_step=announce, progress=bars)
+    show(report.dashboard)
+    show(report.recommendations)
+    show(
+        serving.Table(
+            "Demo steps",
+            ["step", "seconds", "what happened"],
+            [(name, round(seconds, 1), detail) for name, seconds, detail in report.steps],
+        )
+    )
+
+
+def _secrets() -> list[str]:
+    return [os.environ.get(name, "") for name in ("TIDB_PASSWORD", "SNOWFLAKE_PASSWORD", "SNOWSQL_PWD")]
+
+
+def main() -> None:
+    """Run the CLI: a user-fixable failure is one line on stderr and exit code 1, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except EcomError as exc:
+        errors.print(f"error: {redact(str(exc), _secrets())}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)
+    except pymysql.err.MySQLError as exc:
+        errors.print(f"error: TiDB said: {redact(str(exc), _secrets())} — check the server and rerun", markup=False)
+        sys.exit(1)
+    except Exception as exc:
+        if os.environ.get("ECOM_DEBUG"):
+            raise
+        errors.print(
+            f"error: unexpected {type(exc).__name__}: {redact(str(exc), _secrets())} "
+            "— rerun with ECOM_DEBUG=1 for a traceback and report it",
+            markup=False,
+        )
+        sys.exit(1)

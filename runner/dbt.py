@@ -1,0 +1,64 @@
+"""dbt, run in-process (dbt's programmatic runner), on the target the settings name."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+
+from runner import warehouse
+from runner.config import DBT_PROJECT_DIR, Settings
+from runner.errors import EcomError, redact
+
+
+@dataclass(frozen=True)
+class DbtOutcome:
+    success: bool
+    command: list[str]
+    results: list[tuple[str, str]]  # (node, status)
+
+    @property
+    def failures(self) -> list[str]:
+        return [node for node, status in self.results if status in ("error", "fail", "runtime error")]
+
+
+def dbt_args(settings: Settings, args: list[str], as_of: dt.date | None = None) -> list[str]:
+    """Project, profile, target and per-home paths, so test runs and the demo never share dbt state."""
+    full = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(settings.profiles_dir)]
+    full += ["--target-path", str(settings.home / "dbt" / "target"), "--log-path", str(settings.home / "dbt" / "logs")]
+    if settings.target:
+        full += ["--target", settings.target]
+    if as_of is not None:
+        full += ["--vars", json.dumps({"as_of_date": as_of.isoformat()})]
+    return full
+
+
+def run(settings: Settings, args: list[str], as_of: dt.date | None = None, quiet: bool = False) -> DbtOutcome:
+    """Invoke dbt in-process; the warehouse session (and the stand-in patch) is held for the call."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from dbt.cli.main import dbtRunner
+
+    full = dbt_args(settings, args, as_of)
+    if quiet:
+        full = ["--quiet", *full]
+    with warehouse.session(settings) as cfg:
+        result = dbtRunner().invoke(full)
+    if result.exception is not None:
+        raise EcomError(
+            f"dbt {args[0] if args else ''} failed: {redact(str(result.exception), [cfg.password])}",
+            "see the dbt log above",
+        )
+    nodes: list[tuple[str, str]] = []
+    for node_result in getattr(result.result, "results", None) or []:
+        nodes.append((node_result.node.unique_id, str(node_result.status)))
+    return DbtOutcome(success=bool(result.success), command=full, results=nodes)
+
+
+def transform(settings: Settings, as_of: dt.date) -> DbtOutcome:
+    """`dbt build`: every model, test and unit test, for one as-of date."""
+    outcome = run(settings, ["build"], as_of)
+    if not outcome.success:
+        failed = ", ".join(outcome.failures[:5]) or "see the dbt log above"
+        raise EcomError(f"dbt build failed ({failed})", "fix the failing models or tests, then rerun `ecom transform`")
+    return outcome

@@ -1,0 +1,23 @@
+"""One error type for everything a user can fix: the CLI prints it as one line and exits non-zero."""
+
+from __future__ import annotations
+
+
+class EcomError(Exception):
+    """A failure the user can act on: `what` went wrong, `fix` says what to do about it."""
+
+    def __init__(self, what: str, fix: str = "") -> None:
+        super().__init__(what)
+        self.what = what
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.what} — {self.fix}" if self.fix else self.what
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Remove every non-empty secret from `text` (error messages from drivers may echo connection args)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

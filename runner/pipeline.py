@@ -1,0 +1,192 @@
+"""Steps composed: each step records itself in the run log; the demo runs them all, timed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loaders import archive as archive_mod
+from loaders import export as export_mod
+from loaders import generate as generate_mod
+from loaders import stream as stream_mod
+from runner import dbt, runs, serving, tidb, warehouse
+from runner.config import Settings
+from runner.errors import EcomError
+
+Progress = Callable[[str, int, int], None]
+
+
+def run_generate(settings: Settings, spec: generate_mod.GenerateSpec, progress: Progress | None = None):
+    started = settings.now()
+    result = generate_mod.generate(settings, spec, progress)
+    runs.record(
+        settings,
+        "generate",
+        started,
+        f"{result.orders} orders over {result.first_day}..{result.last_day}, seed {spec.seed}",
+    )
+    return result
+
+
+def run_archive(settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None):
+    started = settings.now()
+    result = archive_mod.archive(settings, first, last, progress)
+    runs.record(
+        settings,
+        "archive",
+        started,
+        f"{first}..{last}: {result.orders} orders, {result.express} expresses, amount {result.amount:.2f}",
+    )
+    return result
+
+
+def run_transform(settings: Settings, as_of: dt.date) -> dbt.DbtOutcome:
+    started = settings.now()
+    require_archive(settings)
+    outcome = dbt.transform(settings, as_of)
+    runs.record(settings, "transform", started, f"as of {as_of}: {len(outcome.results)} dbt nodes passed")
+    return outcome
+
+
+def run_export(settings: Settings) -> export_mod.ExportResult:
+    started = settings.now()
+    result = export_mod.export(settings)
+    runs.record(
+        settings,
+        "export",
+        started,
+        f"as of {result.as_of_date}: " + ", ".join(f"{t} {n}" for t, n in result.rows.items()),
+    )
+    return result
+
+
+def require_archive(settings: Settings) -> None:
+    """An empty warehouse gives empty marts: say so instead of building them."""
+    with warehouse.session(settings) as cfg:
+        conn = warehouse.connect(cfg)
+        try:
+            archived = warehouse.table_exists(conn, cfg, cfg.raw_schema, "ORDERS")
+            if archived:
+                cur = conn.cursor()
+                cur.execute("SELECT COUNT(*) FROM ORDERS")
+                archived = int(cur.fetchone()[0]) > 0
+        finally:
+            conn.close()
+    if not archived:
+        raise EcomError("the warehouse has no archived orders", "run `ecom archive` (after `ecom generate`) first")
+
+
+def archived_days(settings: Settings, first: dt.date, last: dt.date) -> int:
+    with warehouse.session(settings) as cfg:
+        conn = warehouse.connect(cfg)
+        try:
+            if not warehouse.table_exists(conn, cfg, cfg.raw_schema, "ARCHIVE_LOG"):
+                return 0
+            cur = conn.cursor()
+            cur.execute(
+                "SELECT COUNT(DISTINCT ARCHIVE_DATE) FROM ARCHIVE_LOG WHERE TABLE_NAME = 'ORDERS' "
+                "AND ARCHIVE_DATE BETWEEN %s AND %s",
+                (first, last),
+            )
+            return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+
+def dataset(settings: Settings) -> dict[str, Any] | None:
+    db = settings.tidb.database
+    with tidb.connection(settings, db) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT seed, users, items, orders, days, first_day, last_day FROM `{db}`.dataset_info")
+        row = cur.fetchone()
+    keys = ("seed", "users", "items", "orders", "days", "first_day", "last_day")
+    return dict(zip(keys, row, strict=True)) if row else None
+
+
+@dataclass
+class DemoReport:
+    steps: list[tuple[str, float, str]] = field(default_factory=list)
+    dashboard: list[serving.Table] = field(default_factory=list)
+    recommendations: list[serving.Table] = field(default_factory=list)
+
+    def timed(self, name: str, action: Callable[[], str]) -> None:
+        started = time.perf_counter()
+        detail = action()
+        self.steps.append((name, time.perf_counter() - started, detail))
+
+
+def demo(
+    settings: Settings,
+    spec: generate_mod.GenerateSpec,
+    stream_seconds: float,
+    stream_rate: float,
+    on_step: Callable[[str, float, str], None] | None = None,
+    progress: Progress | None = None,
+) -> DemoReport:
+    """init → generate (or reuse) → archive → transform → export → live burst → dashboard + recommendations."""
+    report = DemoReport()
+    today = settings.today()
+    yesterday = today - dt.timedelta(days=1)
+
+    def step(name: str, action: Callable[[], str]) -> None:
+        report.timed(name, action)
+        if on_step is not None:
+            on_step(*report.steps[-1])
+
+    step("init", lambda: f"schema ready ({', '.join(tidb.init_schema(settings)) or 'no new migrations'})")
+    wanted = {
+        "seed": spec.seed,
+        "users": spec.users,
+        "items": spec.items,
+        "orders": spec.orders,
+        "days": spec.days,
+        "last_day": yesterday,
+    }
+    have = dataset(settings)
+    reuse = have is not None and all(have[k] == v for k, v in wanted.items())
+    first_day = today - dt.timedelta(days=spec.days)
+
+    def generate_step() -> str:
+        if reuse:
+            return f"reused the data already generated ({spec.orders} orders, seed {spec.seed})"
+        result = run_generate(settings, spec, progress)
+        why = "no data yet" if have is None else "the data was for another size, seed or day"
+        return f"reset ({why}): {result.users} users, {result.items} items, {result.orders} orders"
+
+    step("generate", generate_step)
+
+    def archive_step() -> str:
+        days = (yesterday - first_day).days + 1
+        if reuse and archived_days(settings, first_day, yesterday) == days:
+            return f"reused: {first_day}..{yesterday} already archived"
+        result = run_archive(settings, first_day, yesterday, progress)
+        return f"{first_day}..{yesterday}: {result.orders} orders, {result.express} expresses"
+
+    step("archive", archive_step)
+
+    def transform_step() -> str:
+        outcome = run_transform(settings, today)
+        return f"dbt build as of {today}: {len(outcome.results)} models/tests/unit tests passed"
+
+    step("transform", transform_step)
+
+    def export_step() -> str:
+        result = run_export(settings)
+        return ", ".join(f"{table} {rows}" for table, rows in result.rows.items())
+
+    step("export", export_step)
+
+    def stream_step() -> str:
+        started = settings.now()
+        result = stream_mod.stream(settings, stream_mod.StreamSpec(rate=stream_rate, duration=stream_seconds))
+        runs.record(settings, "stream", started, f"{result.orders} live orders")
+        return f"{result.orders} live orders ({result.amount:,.2f}), {result.status_moves} shipments moved on"
+
+    step("stream", stream_step)
+    report.dashboard = serving.dashboard(settings)
+    for label, user_id in serving.sample_users(settings).items():
+        report.recommendations.append(serving.recommend(settings, user_id))
+        del label
+    return report

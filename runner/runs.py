@@ -1,0 +1,27 @@
+"""The pipeline's own log on the TiDB side: one row per step, read by `ecom status`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from runner import tidb
+from runner.config import Settings
+
+
+def record(settings: Settings, step: str, started_at: dt.datetime, detail: str) -> None:
+    db = settings.tidb.database
+    with tidb.connection(settings, db) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO `{db}`.pipeline_runs (step, started_at, finished_at, detail) VALUES (%s, %s, %s, %s)",
+            (step, started_at, settings.now(), detail[:1000]),
+        )
+
+
+def last_runs(settings: Settings) -> dict[str, tuple[dt.datetime, str]]:
+    db = settings.tidb.database
+    with tidb.connection(settings, db) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"SELECT r.step, r.finished_at, r.detail FROM `{db}`.pipeline_runs r "
+            f"JOIN (SELECT step, MAX(id) AS id FROM `{db}`.pipeline_runs GROUP BY step) m ON m.id = r.id"
+        )
+        return {step: (finished, detail) for step, finished, detail in cur.fetchall()}

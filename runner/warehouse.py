@@ -1,0 +1,89 @@
+"""Connections to the Snowflake side: a real account, or the fakesnow stand-in when the profile says so."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from runner.config import Settings, WarehouseConfig
+from runner.errors import EcomError, redact
+
+_standin_depth = 0
+
+
+@contextlib.contextmanager
+def session(settings: Settings) -> Iterator[WarehouseConfig]:
+    """Make the warehouse reachable for the duration: for the stand-in, patch the connector to fakesnow.
+
+    Re-entrant, so a command that archives and then runs dbt holds the stand-in's files once.
+    """
+    global _standin_depth
+    cfg = settings.warehouse()
+    if not cfg.is_standin or _standin_depth:
+        _standin_depth += cfg.is_standin
+        try:
+            yield cfg
+        finally:
+            _standin_depth -= cfg.is_standin
+        return
+    import fakesnow
+
+    # fakesnow logs every statement sqlglot cannot parse as a warning; it is noise for users.
+    logging.getLogger("sqlglot").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module="fakesnow")
+    settings.warehouse_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        patch = fakesnow.patch(db_path=str(settings.warehouse_dir))
+        patch.__enter__()
+    except Exception as exc:  # duckdb raises IOException for a lock held by another process
+        if "lock" in str(exc).lower():
+            raise EcomError(
+                f"the local warehouse under {settings.warehouse_dir} is in use by another process",
+                "wait for the other ecom command to finish (the stand-in allows one process at a time)",
+            ) from None
+        raise
+    _standin_depth += 1
+    try:
+        yield cfg
+    finally:
+        _standin_depth -= 1
+        patch.__exit__(None, None, None)
+
+
+def connect(cfg: WarehouseConfig) -> Any:
+    """Open a connector connection with RAW as the current schema, creating the schema if needed."""
+    import snowflake.connector
+
+    try:
+        conn = snowflake.connector.connect(**cfg.connect_args())
+    except snowflake.connector.errors.Error as exc:
+        message = redact(getattr(exc, "raw_msg", None) or str(exc), [cfg.password])
+        raise EcomError(
+            f"cannot connect to Snowflake account {cfg.account!r} as {cfg.user!r} ({message})",
+            "check the SNOWFLAKE_* settings your profile reads",
+        ) from None
+    cur = conn.cursor()
+    try:
+        if cfg.is_standin:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
+        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {cfg.database}.{cfg.raw_schema}")
+        cur.execute(f"USE SCHEMA {cfg.database}.{cfg.raw_schema}")
+    except snowflake.connector.errors.Error as exc:
+        conn.close()
+        raise EcomError(
+            f"cannot use schema {cfg.database}.{cfg.raw_schema} ({redact(str(exc), [cfg.password])})",
+            "create the database or grant the role access to it",
+        ) from None
+    return conn
+
+
+def table_exists(conn: Any, cfg: WarehouseConfig, schema: str, table: str) -> bool:
+    cur = conn.cursor()
+    cur.execute(
+        f"SELECT COUNT(*) FROM {cfg.database}.information_schema.tables WHERE table_schema = %s AND table_name = %s",
+        (schema.upper(), table.upper()),
+    )
+    return int(cur.fetchone()[0]) > 0

@@ -1,0 +1,49 @@
+"""The generated DDL, per server flavor: TiDB-only SQL appears only for TiDB."""
+
+from __future__ import annotations
+
+from runner.config import TiDBConfig
+from runner.tidb import Flavor, migration_files, render_migration
+
+CFG = TiDBConfig(database="shop", express_database="shop_express")
+MARIADB = Flavor(is_tidb=False, version="10.11.19-MariaDB")
+TIDB = Flavor(is_tidb=True, version="Release Version: v8.5.1", has_tiflash=True)
+TIDB_NO_TIFLASH = Flavor(is_tidb=True, version="Release Version: v8.5.1", has_tiflash=False)
+
+
+def _sql(flavor: Flavor) -> str:
+    return "\n;\n".join(stmt for path in migration_files() for stmt in render_migration(path, CFG, flavor))
+
+
+def test_tidb_gets_auto_random_and_tiflash() -> None:
+    sql = _sql(TIDB)
+    assert "id          BIGINT        NOT NULL AUTO_RANDOM PRIMARY KEY" in sql
+    assert "AUTO_INCREMENT" not in sql
+    assert "ALTER TABLE `shop`.orders SET TIFLASH REPLICA 1" in sql
+
+
+def test_tidb_without_tiflash_nodes_gets_no_replica() -> None:
+    sql = _sql(TIDB_NO_TIFLASH)
+    assert "AUTO_RANDOM" in sql
+    assert "TIFLASH" not in sql
+
+
+def test_other_servers_get_portable_sql() -> None:
+    sql = _sql(MARIADB)
+    assert "AUTO_RANDOM" not in sql and "TIFLASH" not in sql
+    assert sql.count("AUTO_INCREMENT") == 3
+
+
+def test_names_are_substituted_and_statements_split() -> None:
+    statements = [s for p in migration_files() for s in render_migration(p, CFG, MARIADB)]
+    assert all("{{" not in s and "{%" not in s for s in statements)
+    assert any(s.startswith("CREATE TABLE IF NOT EXISTS `shop_express`.express") for s in statements)
+    views = [s for s in statements if s.startswith("CREATE OR REPLACE VIEW")]
+    assert {v.split()[4] for v in views} == {
+        "`shop`.recommendations",
+        "`shop`.order_tracking",
+        "`shop`.today_sales",
+        "`shop`.today_sales_by_type",
+        "`shop`.today_sales_by_hour",
+    }
+    assert not any(s.rstrip().endswith(";") for s in statements)
