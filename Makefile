@@ -37,3 +37,7 @@ docs: install
 
 clean:
 	rm -rf .ecom dbt_project/target dbt_project/logs
+
+SCALE ?= 100000
+bench: install tidb
+	$(BIN)/python -m bench.pipeline --orders $(SCALE)

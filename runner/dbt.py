@@ -55,9 +55,9 @@ def run(settings: Settings, args: list[str], as_of: dt.date | None = None, quiet
     return DbtOutcome(success=bool(result.success), command=full, results=nodes)
 
 
-def transform(settings: Settings, as_of: dt.date) -> DbtOutcome:
+def transform(settings: Settings, as_of: dt.date, quiet: bool = False) -> DbtOutcome:
     """`dbt build`: every model, test and unit test, for one as-of date."""
-    outcome = run(settings, ["build"], as_of)
+    outcome = run(settings, ["build"], as_of, quiet=quiet)
     if not outcome.success:
         failed = ", ".join(outcome.failures[:5]) or "see the dbt log above"
         raise EcomError(f"dbt build failed ({failed})", "fix the failing models or tests, then rerun `ecom transform`")

@@ -43,10 +43,10 @@ def run_archive(settings: Settings, first: dt.date, last: dt.date, progress: Pro
     return result
 
 
-def run_transform(settings: Settings, as_of: dt.date) -> dbt.DbtOutcome:
+def run_transform(settings: Settings, as_of: dt.date, quiet: bool = False) -> dbt.DbtOutcome:
     started = settings.now()
     require_archive(settings)
-    outcome = dbt.transform(settings, as_of)
+    outcome = dbt.transform(settings, as_of, quiet)
     runs.record(settings, "transform", started, f"as of {as_of}: {len(outcome.results)} dbt nodes passed")
     return outcome
 
@@ -167,7 +167,7 @@ def demo(
     step("archive", archive_step)
 
     def transform_step() -> str:
-        outcome = run_transform(settings, today)
+        outcome = run_transform(settings, today, quiet=True)
         return f"dbt build as of {today}: {len(outcome.results)} models/tests/unit tests passed"
 
     step("transform", transform_step)
