@@ -40,6 +40,8 @@ class Extract:
     stage_columns: str
     select: str
     publish: str  # the SELECT list that turns stage rows into RAW rows
+    day_column: str | None = None  # the stage column that decides the business day (daily tables only)
+    amount_column: str | None = None  # the stage column whose sum is logged and checked
 
 
 def _extracts(db: str, express_db: str) -> list[Extract]:
@@ -52,6 +54,8 @@ def _extracts(db: str, express_db: str) -> list[Extract]:
             f"FROM `{db}`.orders WHERE created_at >= %s AND created_at < %s",
             "ID, USER_ID, ITEM_ID, ITEM_COUNT, CAST(AMOUNT_CENTS / 100 AS NUMBER(12,2)), CREATED_AT, "
             "CAST(CREATED_AT AS DATE)",
+            day_column="CREATED_AT",
+            amount_column="AMOUNT_CENTS",
         ),
         Extract(
             "EXPRESS",
@@ -63,6 +67,7 @@ def _extracts(db: str, express_db: str) -> list[Extract]:
             f"WHERE o.created_at >= %s AND o.created_at < %s",
             "ID, ORDER_ID, CARRIER, TRACKING_NO, STATUS, SHIPPED_AT, DELIVERED_AT, UPDATED_AT, "
             "CAST(ORDER_CREATED_AT AS DATE)",
+            day_column="ORDER_CREATED_AT",
         ),
         Extract(
             "USERS",
@@ -126,18 +131,14 @@ def _stream(cur: Any, sql: str, params: tuple[object, ...]) -> Iterator[list[tup
 
 
 def _write_stage(
-    wconn: Any,
-    cfg: WarehouseConfig,
-    extract: Extract,
-    chunks: Iterator[list[tuple[object, ...]]],
-    on_chunk: Callable[[pd.DataFrame], None],
-) -> int:
+    wconn: Any, cfg: WarehouseConfig, extract: Extract, chunks: Iterator[list[tuple[object, ...]]]
+) -> Iterator[pd.DataFrame]:
+    """Write the chunks into the table's stage in the warehouse, yielding each chunk once it is written."""
     from snowflake.connector import pandas_tools  # looked up at call time: the stand-in patches it
 
     stage = f"{extract.table}__STAGE"
     wconn.cursor().execute(f"CREATE OR REPLACE TABLE {stage} ({extract.stage_columns})")
     columns = [c.split()[0] for c in extract.stage_columns.split(", ")]
-    total = 0
     for rows in chunks:
         frame = pd.DataFrame.from_records(rows, columns=columns)
         for column in columns:
@@ -155,9 +156,7 @@ def _write_stage(
         )
         if not ok or written != len(frame):
             raise EcomError(f"writing {stage} stopped after {written} of {len(frame)} rows", "run the archive again")
-        on_chunk(frame)
-        total += len(frame)
-    return total
+        yield frame
 
 
 def ensure_raw_tables(wconn: Any) -> None:
@@ -166,14 +165,20 @@ def ensure_raw_tables(wconn: Any) -> None:
         cur.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
 
 
+def _tally(extract: Extract, frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows and amount (cents) per business day in one chunk."""
+    day = frame[extract.day_column].dt.date
+    amount = frame[extract.amount_column] if extract.amount_column else pd.Series(0, index=frame.index)
+    return pd.DataFrame({"rows": 1, "cents": amount}).groupby(day).sum()
+
+
 def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None) -> ArchiveResult:
     """Archive the business days [first, last] (both included) in one pass, replacing them in RAW."""
     check_range(settings, first, last)
     report = progress or (lambda _table, _done, _total: None)
     cfg_t = settings.tidb
     start, end = dt.datetime.combine(first, dt.time()), dt.datetime.combine(last + dt.timedelta(days=1), dt.time())
-    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-    per_day: dict[str, pd.DataFrame] = {}
+    tallies: dict[str, list[pd.DataFrame]] = {}
     counts: dict[str, int] = {}
     archived_at = settings.now()
     with warehouse.session(settings) as cfg_w:
@@ -186,28 +191,16 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
                 # One snapshot for every table read, so orders and their expresses agree.
                 cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
                 for extract in _extracts(cfg_t.database, cfg_t.express_database):
-                    daily = extract.table in ("ORDERS", "EXPRESS")
-                    sums: list[pd.DataFrame] = []
-
-                    def tally(frame: pd.DataFrame, table: str = extract.table, sums: list = sums) -> None:
-                        if table == "ORDERS":
-                            key = frame["CREATED_AT"].dt.date
-                            sums.append(frame.groupby(key)["AMOUNT_CENTS"].agg(["size", "sum"]))
-                        elif table == "EXPRESS":
-                            sums.append(frame.groupby(frame["ORDER_CREATED_AT"].dt.date)["ID"].agg(["size"]))
-                        report(table.lower(), sum(int(s["size"].sum()) for s in sums) if sums else 0, 0)
-
-                    params = (start, end) if daily else ()
-                    counts[extract.table] = _write_stage(
-                        wconn, cfg_w, extract, _stream(cur, extract.select, params), tally
-                    )
-                    if daily:
-                        per_day[extract.table] = (
-                            pd.concat(sums).groupby(level=0).sum() if sums else pd.DataFrame(columns=["size", "sum"])
-                        )
+                    counts[extract.table] = 0
+                    params = (start, end) if extract.day_column else ()
+                    for frame in _write_stage(wconn, cfg_w, extract, _stream(cur, extract.select, params)):
+                        counts[extract.table] += len(frame)
+                        if extract.day_column:
+                            tallies.setdefault(extract.table, []).append(_tally(extract, frame))
+                        report(extract.table.lower(), counts[extract.table], 0)
                 cur.execute("COMMIT")
-            totals = _day_totals(days, per_day)
-            _publish(wconn, cfg_t.database, first, last, totals, archived_at, counts)
+            totals = _day_totals(first, last, tallies)
+            _publish(wconn, first, last, totals, archived_at, counts)
             _check_published(wconn, first, last, totals)
         finally:
             tconn.close()
@@ -218,22 +211,23 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
     )
 
 
-def _day_totals(days: list[dt.date], per_day: dict[str, pd.DataFrame]) -> list[DayTotals]:
+def _day_totals(first: dt.date, last: dt.date, tallies: dict[str, list[pd.DataFrame]]) -> list[DayTotals]:
+    """One entry per day and daily table, days without rows included (they are archived as empty)."""
+    merged = {table: pd.concat(parts).groupby(level=0).sum() for table, parts in tallies.items()}
     totals = []
-    for day in days:
+    for offset in range((last - first).days + 1):
+        day = first + dt.timedelta(days=offset)
         for table in ("ORDERS", "EXPRESS"):
-            frame = per_day[table]
-            rows = int(frame["size"].get(day, 0)) if len(frame) else 0
-            amount = None
-            if table == "ORDERS":
-                amount = (int(frame["sum"].get(day, 0)) if len(frame) else 0) / 100
-            totals.append(DayTotals(day, table, rows, amount))
+            frame = merged.get(table)
+            found = frame is not None and day in frame.index
+            rows = int(frame.at[day, "rows"]) if found else 0
+            cents = int(frame.at[day, "cents"]) if found else 0
+            totals.append(DayTotals(day, table, rows, cents / 100 if table == "ORDERS" else None))
     return totals
 
 
 def _publish(
     wconn: Any,
-    _db: str,
     first: dt.date,
     last: dt.date,
     totals: list[DayTotals],
