@@ -43,6 +43,6 @@ def test_stream_until_interrupted(settings: Settings) -> None:
         )
         assert cur.fetchone()[0] == 0, "every order has its express row"
         cur.execute(
-            f"SELECT COUNT(*) FROM `{xdb}`.express WHERE status <> 'created' AND updated_at >= %s", (settings.today(),)
+            f"SELECT COUNT(*) FROM `{xdb}`.express WHERE status <> 'created' AND updated_at > %s", (generated_until,)
         )
         assert cur.fetchone()[0] > 0, "shipments moved forward during the stream"
