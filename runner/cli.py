@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -54,6 +55,24 @@ class _Bars:
         self.progress.update(self.tasks[table], completed=done, total=total or None)
 
 
+def spec_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The sizes of generated history, shared by `generate` and `demo`; the command gets a validated spec."""
+
+    @functools.wraps(command)
+    def with_spec(users: int, items: int, orders: int, days: int, seed: int, **rest: Any) -> None:
+        spec = GenerateSpec(users=users, items=items, orders=orders, days=days, seed=seed)
+        spec.validate()
+        command(spec=spec, **rest)
+
+    for name, help_text in reversed(
+        [("users", ""), ("items", ""), ("orders", ""), ("days", "Days of history before today."), ("seed", "")]
+    ):
+        with_spec = click.option(
+            f"--{name}", default=getattr(GenerateSpec, name), show_default=True, type=int, help=help_text or None
+        )(with_spec)
+    return with_spec
+
+
 def _day_range(date: str | None, first: str | None, last: str | None, settings: Settings) -> tuple[dt.date, dt.date]:
     if date and (first or last):
         raise EcomError("--date cannot be combined with --from/--to", "use one or the other")
@@ -88,16 +107,10 @@ def init() -> None:
 
 
 @cli.command()
-@click.option("--users", default=GenerateSpec.users, show_default=True, type=int)
-@click.option("--items", default=GenerateSpec.items, show_default=True, type=int)
-@click.option("--orders", default=GenerateSpec.orders, show_default=True, type=int)
-@click.option("--days", default=GenerateSpec.days, show_default=True, type=int, help="Days of history before today.")
-@click.option("--seed", default=GenerateSpec.seed, show_default=True, type=int)
-def generate(users: int, items: int, orders: int, days: int, seed: int) -> None:
+@spec_options
+def generate(spec: GenerateSpec) -> None:
     """Replace the business data with a generated history (deterministic for a seed)."""
     settings = _settings()
-    spec = GenerateSpec(users=users, items=items, orders=orders, days=days, seed=seed)
-    spec.validate()
     with _Bars() as bars:
         result = pipeline.run_generate(settings, spec, bars)
     console.print(
@@ -243,18 +256,12 @@ def status(as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--users", default=GenerateSpec.users, show_default=True, type=int)
-@click.option("--items", default=GenerateSpec.items, show_default=True, type=int)
-@click.option("--orders", default=GenerateSpec.orders, show_default=True, type=int)
-@click.option("--days", default=GenerateSpec.days, show_default=True, type=int)
-@click.option("--seed", default=GenerateSpec.seed, show_default=True, type=int)
+@spec_options
 @click.option("--stream-seconds", default=5.0, show_default=True, type=float)
 @click.option("--stream-rate", default=20.0, show_default=True, type=float)
-def demo(users: int, items: int, orders: int, days: int, seed: int, stream_seconds: float, stream_rate: float) -> None:
+def demo(spec: GenerateSpec, stream_seconds: float, stream_rate: float) -> None:
     """The whole pipeline: init, generate, archive, transform, export, a live burst, dashboard, recommendations."""
     settings = _settings()
-    spec = GenerateSpec(users=users, items=items, orders=orders, days=days, seed=seed)
-    spec.validate()
     StreamSpec(rate=stream_rate, duration=stream_seconds).validate()
 
     def announce(name: str, seconds: float, detail: str) -> None:
