@@ -249,10 +249,13 @@ def bill(user_id: int, month: str | None, as_json: bool) -> None:
 @cli.command()
 @json_option
 def status(as_json: bool) -> None:
-    """Connections, rows per table on both sides, and the last run of each step."""
+    """Connections, rows per table on both sides, and the last run of each step (exit 1: a side is down)."""
     from runner.status import status_tables
 
-    show(status_tables(_settings()), as_json)
+    tables = status_tables(_settings())
+    show(tables, as_json)
+    if any(row[2].startswith(("unreachable", "unavailable")) for row in tables[0].rows):
+        raise click.exceptions.Exit(1)  # for health checks: a side that cannot be reached is a failure
 
 
 @cli.command()
@@ -287,7 +290,8 @@ def _secrets() -> list[str]:
 def main() -> None:
     """Run the CLI: a user-fixable failure is one line on stderr and exit code 1, never a traceback."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except click.exceptions.Abort:
         errors.print("aborted")
         sys.exit(130)
