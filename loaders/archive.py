@@ -4,6 +4,7 @@ TiDB into the warehouse's RAW schema, replacing those days, and log what was cop
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -130,13 +131,17 @@ def _stream(cur: Any, sql: str, params: tuple[object, ...]) -> Iterator[list[tup
         yield rows
 
 
+def _stage_name(table: str, run_id: str) -> str:
+    """Each run stages into its own tables, so two runs never write into each other's stage."""
+    return f"{table}__STAGE_{run_id}"
+
+
 def _write_stage(
-    wconn: Any, cfg: WarehouseConfig, extract: Extract, chunks: Iterator[list[tuple[object, ...]]]
+    wconn: Any, cfg: WarehouseConfig, stage: str, extract: Extract, chunks: Iterator[list[tuple[object, ...]]]
 ) -> Iterator[pd.DataFrame]:
-    """Write the chunks into the table's stage in the warehouse, yielding each chunk once it is written."""
+    """Write the chunks into the run's stage table, yielding each chunk once it is written."""
     from snowflake.connector import pandas_tools  # looked up at call time: the stand-in patches it
 
-    stage = f"{extract.table}__STAGE"
     wconn.cursor().execute(f"CREATE OR REPLACE TABLE {stage} ({extract.stage_columns})")
     columns = [c.split()[0] for c in extract.stage_columns.split(", ")]
     for rows in chunks:
@@ -148,8 +153,9 @@ def _write_stage(
             wconn,
             frame,
             stage,
-            database=cfg.database,
-            schema=cfg.raw_schema,
+            # write_pandas quotes names: pass them as Snowflake stores unquoted identifiers (upper case)
+            database=cfg.database.upper(),
+            schema=cfg.raw_schema.upper(),
             auto_create_table=False,
             overwrite=False,
             use_logical_type=True,
@@ -181,6 +187,7 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
     tallies: dict[str, list[pd.DataFrame]] = {}
     counts: dict[str, int] = {}
     archived_at = settings.now()
+    run_id = uuid.uuid4().hex[:12].upper()
     with warehouse.session(settings) as cfg_w:
         wconn = warehouse.connect(cfg_w)
         tconn = tidb.connect(settings, cfg_t.database, streaming=True)
@@ -193,17 +200,19 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
                 for extract in _extracts(cfg_t.database, cfg_t.express_database):
                     counts[extract.table] = 0
                     params = (start, end) if extract.day_column else ()
-                    for frame in _write_stage(wconn, cfg_w, extract, _stream(cur, extract.select, params)):
+                    stage = _stage_name(extract.table, run_id)
+                    chunks = _stream(cur, extract.select, params)
+                    for frame in _write_stage(wconn, cfg_w, stage, extract, chunks):
                         counts[extract.table] += len(frame)
                         if extract.day_column:
                             tallies.setdefault(extract.table, []).append(_tally(extract, frame))
                         report(extract.table.lower(), counts[extract.table], 0)
                 cur.execute("COMMIT")
             totals = _day_totals(first, last, tallies)
-            _publish(wconn, first, last, totals, archived_at, counts)
-            _check_published(wconn, first, last, totals)
+            _publish(wconn, run_id, first, last, totals, archived_at, counts)
         finally:
             tconn.close()
+            _drop_stages(wconn, run_id)
             wconn.close()
     amount = sum(t.amount or 0 for t in totals if t.table == "ORDERS")
     return ArchiveResult(
@@ -226,35 +235,61 @@ def _day_totals(first: dt.date, last: dt.date, tallies: dict[str, list[pd.DataFr
     return totals
 
 
+def _drop_stages(wconn: Any, run_id: str) -> None:
+    cur = wconn.cursor()
+    for extract in _extracts("_", "_"):
+        cur.execute(f"DROP TABLE IF EXISTS {_stage_name(extract.table, run_id)}")
+
+
 def _publish(
     wconn: Any,
+    run_id: str,
     first: dt.date,
     last: dt.date,
     totals: list[DayTotals],
     archived_at: dt.datetime,
     counts: dict[str, int],
 ) -> None:
-    """Replace the days (and the dimension snapshots) in one transaction, together with their log rows."""
+    """Replace the days (and the dimension snapshots) in one transaction, together with their log rows.
+
+    The per-day check runs inside the transaction: a mismatch rolls everything back.
+    """
     extracts = {e.table: e for e in _extracts("_", "_")}
     cur = wconn.cursor()
     cur.execute("BEGIN")
     try:
         for table in ("ORDERS", "EXPRESS"):
             cur.execute(f"DELETE FROM {table} WHERE ORDER_DATE BETWEEN %s AND %s", (first, last))
-            cur.execute(f"INSERT INTO {table} SELECT {extracts[table].publish}, %s FROM {table}__STAGE", (archived_at,))
+            stage = _stage_name(table, run_id)
+            cur.execute(f"INSERT INTO {table} SELECT {extracts[table].publish}, %s FROM {stage}", (archived_at,))
         for table in ("USERS", "ITEMS"):
             cur.execute(f"DELETE FROM {table}")
-            cur.execute(f"INSERT INTO {table} SELECT {extracts[table].publish}, %s FROM {table}__STAGE", (archived_at,))
+            stage = _stage_name(table, run_id)
+            cur.execute(f"INSERT INTO {table} SELECT {extracts[table].publish}, %s FROM {stage}", (archived_at,))
         cur.execute("DELETE FROM ARCHIVE_LOG WHERE ARCHIVE_DATE BETWEEN %s AND %s", (first, last))
         log_rows = [(t.day, t.table, t.rows, t.amount, archived_at) for t in totals]
         log_rows += [(last, table, counts[table], None, archived_at) for table in ("USERS", "ITEMS")]
         cur.executemany("INSERT INTO ARCHIVE_LOG VALUES (%s, %s, %s, %s, %s)", log_rows)
+        _check_published(wconn, first, last, totals)
         cur.execute("COMMIT")
-    except Exception:
+    except BaseException:
         cur.execute("ROLLBACK")
         raise
-    for table in extracts:
-        cur.execute(f"DROP TABLE IF EXISTS {table}__STAGE")
+
+
+def forget(settings: Settings) -> bool:
+    """Drop everything archived (when the business data is regenerated, the old archive describes
+    orders that no longer exist). Returns whether there was anything to drop."""
+    with warehouse.session(settings) as cfg:
+        conn = warehouse.connect(cfg)
+        try:
+            existed = warehouse.table_exists(conn, cfg, cfg.raw_schema, "ORDERS")
+            cur = conn.cursor()
+            for table in RAW_DDL:
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
+        finally:
+            conn.close()
+    return existed
 
 
 def _check_published(wconn: Any, first: dt.date, last: dt.date, totals: list[DayTotals]) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import pandas as pd
 import pymysql
 
+from runner.errors import EcomError
+
 # Error codes a server gives when LOCAL INFILE is switched off on its side.
 _LOCAL_INFILE_REFUSED = {1148, 3948, 2068}
 INSERT_BATCH_ROWS = 5_000
@@ -67,8 +69,12 @@ def load_frame(conn: pymysql.connections.Connection, table: str, frame: pd.DataF
                     f"({_quoted(columns)})",
                     (path,),
                 )
-            if loaded != len(frame):
-                raise RuntimeError(f"LOAD DATA into {table} loaded {loaded} of {len(frame)} rows")
+                # LOCAL turns bad values into warnings (truncated, clamped, defaulted): treat them as errors.
+                cur.execute("SHOW WARNINGS LIMIT 3")
+                warnings = cur.fetchall()
+            if warnings or loaded != len(frame):
+                detail = "; ".join(str(w[2]) for w in warnings) if warnings else f"{loaded} of {len(frame)} rows"
+                raise EcomError(f"loading {table} was not exact ({detail})", "fix the data or the table definition")
             return loaded
         except pymysql.err.MySQLError as exc:
             if not (exc.args and exc.args[0] in _LOCAL_INFILE_REFUSED):

@@ -57,10 +57,11 @@ class GenerateSpec:
     end_day: dt.date | None = None  # exclusive; default: today in the business time zone
 
     def validate(self) -> None:
-        for name in ("users", "items", "orders", "days"):
+        limits = {"users": 10**9, "items": 10**9, "orders": 10**10, "days": 36_500}
+        for name, limit in limits.items():
             value = getattr(self, name)
-            if not 1 <= value <= 1_000_000_000:
-                raise EcomError(f"--{name} must be between 1 and 1,000,000,000 (got {value})", "pick a size")
+            if not 1 <= value <= limit:
+                raise EcomError(f"--{name} must be between 1 and {limit:,} (got {value})", "pick a size")
         if self.items < 2:
             raise EcomError("--items must be at least 2 (two price tiers need items)", "raise --items")
         if not 0 <= self.seed < 2**63:

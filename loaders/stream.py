@@ -75,26 +75,16 @@ def stream(
                 owed += spec.rate
                 count, owed = int(owed), owed - int(owed)
                 with conn.cursor() as cur:
-                    for _ in range(count):
-                        index = int(rng.choice(len(items), p=popularity))
-                        units = int(rng.choice([1, 2, 3, 4], p=[0.55, 0.25, 0.13, 0.07]))
-                        amount = prices[index] * units
-                        now = settings.now()
-                        cur.execute(
-                            f"INSERT INTO {db}.orders (user_id, item_id, item_count, amount, created_at) "
-                            "VALUES (%s, %s, %s, %s, %s)",
-                            (int(rng.integers(1, max_user + 1)), int(item_ids[index]), units, amount, now),
-                        )
-                        carrier = CARRIERS[int(rng.integers(0, len(CARRIERS)))]
-                        cur.execute(
-                            f"INSERT INTO {xdb}.express (order_id, carrier, tracking_no, status, updated_at) "
-                            "VALUES (%s, %s, %s, 'created', %s)",
-                            (cur.lastrowid, carrier, f"{carrier[:3].upper()}{rng.integers(10**9, 10**10)}", now),
-                        )
-                        result.orders += 1
-                        result.amount += float(amount)
-                    result.status_moves += _advance_shipments(cur, xdb, settings, max(1, count // 2))
+                    amounts = [
+                        _place_order(cur, db, xdb, rng, max_user, item_ids, prices, popularity, settings)
+                        for _ in range(count)
+                    ]
+                    moves = _advance_shipments(cur, xdb, settings, max(1, count // 2))
                 conn.commit()
+                # counted only once committed: an interrupted tick is rolled back and not reported
+                result.orders += len(amounts)
+                result.amount += float(sum(amounts))
+                result.status_moves += moves
                 result.seconds = time.monotonic() - started
                 if on_tick is not None:
                     on_tick(result)
@@ -107,6 +97,35 @@ def stream(
     return result
 
 
+def _place_order(
+    cur,
+    db: str,
+    xdb: str,
+    rng: np.random.Generator,
+    max_user: int,
+    item_ids: np.ndarray,  # type: ignore[no-untyped-def]
+    prices: list,
+    popularity: np.ndarray,
+    settings: Settings,
+) -> object:
+    """One order and its express row; returns the order's amount."""
+    index = int(rng.choice(len(item_ids), p=popularity))
+    units = int(rng.choice([1, 2, 3, 4], p=[0.55, 0.25, 0.13, 0.07]))
+    amount = prices[index] * units
+    now = settings.now()
+    cur.execute(
+        f"INSERT INTO {db}.orders (user_id, item_id, item_count, amount, created_at) VALUES (%s, %s, %s, %s, %s)",
+        (int(rng.integers(1, max_user + 1)), int(item_ids[index]), units, amount, now),
+    )
+    carrier = CARRIERS[int(rng.integers(0, len(CARRIERS)))]
+    cur.execute(
+        f"INSERT INTO {xdb}.express (order_id, carrier, tracking_no, status, updated_at) "
+        "VALUES (%s, %s, %s, 'created', %s)",
+        (cur.lastrowid, carrier, f"{carrier[:3].upper()}{rng.integers(10**9, 10**10)}", now),
+    )
+    return amount
+
+
 def _advance_shipments(cur, xdb: str, settings: Settings, per_status: int) -> int:  # type: ignore[no-untyped-def]
     """Move the oldest shipments of each status one step forward (delivered is final)."""
     moved = 0
@@ -115,7 +134,8 @@ def _advance_shipments(cur, xdb: str, settings: Settings, per_status: int) -> in
         stamp = {"shipped": ", shipped_at = %s", "delivered": ", delivered_at = %s"}.get(following, "")
         params: tuple[object, ...] = (following, now, *((now,) if stamp else ()), status, per_status)
         moved += cur.execute(
-            f"UPDATE {xdb}.express SET status = %s, updated_at = %s{stamp} WHERE status = %s ORDER BY id LIMIT %s",
+            f"UPDATE {xdb}.express SET status = %s, updated_at = %s{stamp} WHERE status = %s "
+            "ORDER BY updated_at, order_id LIMIT %s",
             params,
         )
     return moved

@@ -40,6 +40,13 @@ def _env_int(name: str, default: int) -> int:
         raise EcomError(f"{name}={raw!r} is not a number", f"set {name} to a whole number") from None
 
 
+def _existing_file(name: str) -> str | None:
+    path = os.environ.get(name) or None
+    if path is not None and not Path(path).is_file():
+        raise EcomError(f"{name}={path!r} is not a file", f"point {name} at the CA bundle (PEM) of your TiDB")
+    return path
+
+
 @dataclass(frozen=True)
 class TiDBConfig:
     """Where the business data lives: TiDB (or any MySQL-protocol server standing in for it)."""
@@ -63,7 +70,7 @@ class TiDBConfig:
             password=os.environ.get("TIDB_PASSWORD", ""),
             database=database,
             express_database=identifier(express, "TIDB_EXPRESS_DATABASE"),
-            ssl_ca=os.environ.get("TIDB_SSL_CA") or None,
+            ssl_ca=_existing_file("TIDB_SSL_CA"),
         )
 
     @property

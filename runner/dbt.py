@@ -29,8 +29,11 @@ def dbt_args(settings: Settings, args: list[str], as_of: dt.date | None = None) 
     full += ["--target-path", str(settings.home / "dbt" / "target"), "--log-path", str(settings.home / "dbt" / "logs")]
     if settings.target:
         full += ["--target", settings.target]
-    if as_of is not None:
-        full += ["--vars", json.dumps({"as_of_date": as_of.isoformat()})]
+    if "--vars" not in args:  # a passthrough that brings its own vars keeps them
+        variables = {"business_time_zone": settings.timezone}
+        if as_of is not None:
+            variables["as_of_date"] = as_of.isoformat()
+        full += ["--vars", json.dumps(variables)]
     return full
 
 

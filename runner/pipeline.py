@@ -17,10 +17,14 @@ from runner.config import Settings
 from runner.errors import EcomError
 
 Progress = Callable[[str, int, int], None]
+HOT_ITEMS_WINDOW_DAYS = 7  # the dbt project's hot-items window: every day of it must be archived
 
 
 def run_generate(settings: Settings, spec: generate_mod.GenerateSpec, progress: Progress | None = None):
     started = settings.now()
+    spec.validate()
+    # New business data makes the old archive describe orders that no longer exist: drop it first.
+    archive_mod.forget(settings)
     result = generate_mod.generate(settings, spec, progress)
     runs.record(
         settings,
@@ -45,7 +49,7 @@ def run_archive(settings: Settings, first: dt.date, last: dt.date, progress: Pro
 
 def run_transform(settings: Settings, as_of: dt.date, quiet: bool = False) -> dbt.DbtOutcome:
     started = settings.now()
-    require_archive(settings)
+    require_archive(settings, as_of)
     outcome = dbt.transform(settings, as_of, quiet)
     runs.record(settings, "transform", started, f"as of {as_of}: {len(outcome.results)} dbt nodes passed")
     return outcome
@@ -63,20 +67,31 @@ def run_export(settings: Settings) -> export_mod.ExportResult:
     return result
 
 
-def require_archive(settings: Settings) -> None:
-    """An empty warehouse gives empty marts: say so instead of building them."""
+def require_archive(settings: Settings, as_of: dt.date) -> None:
+    """Refuse to model what is not archived: an empty warehouse, or a hole in the hot-items week
+    (a missing day would silently shrink the window and drop a day from every label)."""
+    window = [as_of - dt.timedelta(days=d) for d in range(HOT_ITEMS_WINDOW_DAYS, 0, -1)]
     with warehouse.session(settings) as cfg:
         conn = warehouse.connect(cfg)
         try:
-            archived = warehouse.table_exists(conn, cfg, cfg.raw_schema, "ORDERS")
-            if archived:
+            archived: set[dt.date] = set()
+            if warehouse.table_exists(conn, cfg, cfg.raw_schema, "ARCHIVE_LOG"):
                 cur = conn.cursor()
-                cur.execute("SELECT COUNT(*) FROM ORDERS")
-                archived = int(cur.fetchone()[0]) > 0
+                cur.execute(
+                    "SELECT DISTINCT ARCHIVE_DATE FROM ARCHIVE_LOG WHERE TABLE_NAME = 'ORDERS' AND ARCHIVE_DATE < %s",
+                    (as_of,),
+                )
+                archived = {row[0] for row in cur.fetchall()}
         finally:
             conn.close()
     if not archived:
         raise EcomError("the warehouse has no archived orders", "run `ecom archive` (after `ecom generate`) first")
+    missing = [day for day in window if day not in archived]
+    if missing:
+        raise EcomError(
+            f"{len(missing)} of the {len(window)} days before {as_of} are not archived ({missing[0]}..{missing[-1]})",
+            f"run `ecom archive --from {missing[0]} --to {missing[-1]}` first",
+        )
 
 
 def archived_days(settings: Settings, first: dt.date, last: dt.date) -> int:

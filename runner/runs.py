@@ -21,7 +21,8 @@ def last_runs(settings: Settings) -> dict[str, tuple[dt.datetime, str]]:
     db = settings.tidb.database
     with tidb.connection(settings, db) as conn, conn.cursor() as cur:
         cur.execute(
-            f"SELECT r.step, r.finished_at, r.detail FROM `{db}`.pipeline_runs r "
-            f"JOIN (SELECT step, MAX(id) AS id FROM `{db}`.pipeline_runs GROUP BY step) m ON m.id = r.id"
+            # by time, not id: on TiDB the key is AUTO_RANDOM and does not grow with time
+            f"SELECT step, finished_at, detail FROM `{db}`.pipeline_runs r WHERE finished_at = "
+            f"(SELECT MAX(finished_at) FROM `{db}`.pipeline_runs WHERE step = r.step)"
         )
         return {step: (finished, detail) for step, finished, detail in cur.fetchall()}

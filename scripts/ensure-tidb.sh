@@ -28,7 +28,8 @@ fi
 echo "starting a local MariaDB on $host:$port as the TiDB stand-in…"
 mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null
 if command -v start-stop-daemon >/dev/null 2>&1; then
-  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --port="$port" >/dev/null 2>&1
+  # --user: Debian's stock config leaves `user = mysql` commented out, and mariadbd refuses to run as root
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql --port="$port" >/dev/null 2>&1
 else
   (/usr/sbin/mariadbd --user=mysql --port="$port" >/dev/null 2>&1 &)
 fi

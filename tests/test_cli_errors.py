@@ -50,6 +50,10 @@ def test_unreachable_server(settings: Settings) -> None:
     assert_one_clear_line(ecom(settings, "init", TIDB_PORT="1"), "cannot reach TiDB at 127.0.0.1:1", "TIDB_HOST")
 
 
+def test_missing_tls_ca(settings: Settings) -> None:
+    assert_one_clear_line(ecom(settings, "init", TIDB_SSL_CA="/nonexistent/ca.pem"), "TIDB_SSL_CA", "is not a file")
+
+
 def test_wrong_password_is_not_printed(settings: Settings) -> None:
     result = ecom(settings, "init", TIDB_USER="ecom_nobody", TIDB_PASSWORD=SECRET)
     assert_one_clear_line(result, "refused the login", "TIDB_PASSWORD")
@@ -73,6 +77,7 @@ def test_unknown_user(ready: Settings) -> None:
         (["transform", "--as-of", "31/01/2026"], "is not a date"),
         (["bill", "1", "--month", "2026-13"], "is not a month"),
         (["generate", "--orders", "-3"], "--orders must be between"),
+        (["generate", "--days", "1000000000"], "--days must be between 1 and 36,500"),
         (["stream", "--rate", "0"], "--rate must be above 0"),
     ],
 )

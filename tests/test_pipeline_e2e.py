@@ -237,3 +237,13 @@ def test_view_survives_export_swap(run: Settings) -> None:
     with pytest.raises(pymysql.err.MySQLError):
         _rows(run, "SELECT * FROM user_labels__old")
     assert _rows(run, "SELECT COUNT(*) FROM recommendations")[0][0] > 0
+
+
+def test_transform_refuses_a_hole_in_the_week(run: Settings) -> None:
+    from runner.errors import EcomError
+
+    as_of = run.today() + dt.timedelta(days=2)  # today and tomorrow are not archived
+    with pytest.raises(EcomError, match=r"2 of the 7 days before .* are not archived") as failure:
+        pipeline.require_archive(run, as_of)
+    assert f"--from {run.today()} --to {run.today() + dt.timedelta(days=1)}" in failure.value.fix
+    pipeline.require_archive(run, run.today())  # the demo's own as-of date is complete

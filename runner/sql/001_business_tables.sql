@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS `{{ express_db }}`.express (
     delivered_at DATETIME    NULL,
     updated_at   DATETIME    NOT NULL,
     UNIQUE KEY uk_express_order (order_id),
-    KEY idx_express_status (status)
+    -- the stream moves the oldest shipments of a status forward
+    KEY idx_express_status_updated (status, updated_at)
 );
 
 -- What generate produced, so the demo can tell reuse from reset.
