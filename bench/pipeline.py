@@ -29,7 +29,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed(name: str, rows: int, action: Callable[[], object], table: list[tuple]) -> None:  # type: ignore[type-arg]
+def _timed(name: str, rows: int, action: Callable[[], object], table: list[tuple[object, ...]]) -> None:
     started = time.perf_counter()
     action()
     seconds = time.perf_counter() - started
@@ -71,7 +71,7 @@ def main(orders: int, days: int, latency_samples: int) -> None:
         users=max(1_000, orders // 3), items=max(100, min(10_000, orders // 30)), orders=orders, days=days, seed=1
     )
     today = settings.today()
-    rows: list[tuple] = []  # type: ignore[type-arg]
+    rows: list[tuple[object, ...]] = []
     tidb.init_schema(settings)
     _timed("generate+load", spec.users + spec.items + 2 * orders, lambda: pipeline.run_generate(settings, spec), rows)
     _timed(

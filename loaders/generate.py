@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pymysql
 from faker import Faker
 
 from loaders.bulk import load_frame
@@ -288,7 +289,7 @@ def generate(settings: Settings, spec: GenerateSpec, progress: Progress | None =
     )
 
 
-def _allow_explicit_keys(conn) -> None:  # type: ignore[no-untyped-def]
+def _allow_explicit_keys(conn: pymysql.connections.Connection) -> None:
     """TiDB refuses explicit values for AUTO_RANDOM keys unless the session allows them."""
     if tidb.detect_flavor(conn).is_tidb:
         with conn.cursor() as cur:

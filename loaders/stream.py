@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
+import pymysql
 
 from runner import tidb
 from runner.config import Settings
@@ -38,6 +40,80 @@ class StreamResult:
     seconds: float = 0.0
 
 
+@dataclass
+class _Shop:
+    """What a live order is drawn from, and where it is written."""
+
+    settings: Settings
+    rng: np.random.Generator
+    max_user: int
+    item_ids: np.ndarray
+    prices: list[Decimal]
+    popularity: np.ndarray
+
+    @property
+    def db(self) -> str:
+        return f"`{self.settings.tidb.database}`"
+
+    @property
+    def xdb(self) -> str:
+        return f"`{self.settings.tidb.express_database}`"
+
+    @classmethod
+    def load(cls, settings: Settings, conn: pymysql.connections.Connection, seed: int | None) -> _Shop:
+        rng = np.random.default_rng(seed)
+        db = f"`{settings.tidb.database}`"
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT COALESCE(MAX(id), 0) FROM {db}.users")
+            max_user = int(cur.fetchone()[0])
+            cur.execute(f"SELECT id, price FROM {db}.items ORDER BY id")
+            items = cur.fetchall()
+        if not max_user or not items:
+            raise EcomError("there are no users or items to order", "run `ecom generate` first")
+        popularity = (1.0 / np.arange(1, len(items) + 1) ** 1.05)[rng.permutation(len(items))]
+        return cls(
+            settings,
+            rng,
+            max_user,
+            np.array([row[0] for row in items]),
+            [row[1] for row in items],
+            popularity / popularity.sum(),
+        )
+
+    def place_order(self, cur: pymysql.cursors.Cursor) -> Decimal:
+        """One order and its express row; returns the order's amount."""
+        index = int(self.rng.choice(len(self.item_ids), p=self.popularity))
+        units = int(self.rng.choice([1, 2, 3, 4], p=[0.55, 0.25, 0.13, 0.07]))
+        amount = self.prices[index] * units
+        now = self.settings.now()
+        cur.execute(
+            f"INSERT INTO {self.db}.orders (user_id, item_id, item_count, amount, created_at) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (int(self.rng.integers(1, self.max_user + 1)), int(self.item_ids[index]), units, amount, now),
+        )
+        carrier = CARRIERS[int(self.rng.integers(0, len(CARRIERS)))]
+        cur.execute(
+            f"INSERT INTO {self.xdb}.express (order_id, carrier, tracking_no, status, updated_at) "
+            "VALUES (%s, %s, %s, 'created', %s)",
+            (cur.lastrowid, carrier, f"{carrier[:3].upper()}{self.rng.integers(10**9, 10**10)}", now),
+        )
+        return amount
+
+    def advance_shipments(self, cur: pymysql.cursors.Cursor, per_status: int) -> int:
+        """Move the oldest shipments of each status one step forward (delivered is final)."""
+        moved = 0
+        now = self.settings.now()
+        for status, following in reversed(list(NEXT_STATUS.items())):
+            stamp = {"shipped": ", shipped_at = %s", "delivered": ", delivered_at = %s"}.get(following, "")
+            params: tuple[object, ...] = (following, now, *((now,) if stamp else ()), status, per_status)
+            moved += cur.execute(
+                f"UPDATE {self.xdb}.express SET status = %s, updated_at = %s{stamp} WHERE status = %s "
+                "ORDER BY updated_at, order_id LIMIT %s",
+                params,
+            )
+        return moved
+
+
 def stream(
     settings: Settings,
     spec: StreamSpec,
@@ -46,24 +122,10 @@ def stream(
 ) -> StreamResult:
     """Insert live orders (one transaction per second of orders, each order with its express row)."""
     spec.validate()
-    cfg = settings.tidb
-    db, xdb = f"`{cfg.database}`", f"`{cfg.express_database}`"
-    rng = np.random.default_rng(spec.seed)
     result = StreamResult()
-    with tidb.connection(settings, cfg.database) as conn:
-        tidb.require_schema(conn, cfg)
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT COALESCE(MAX(id), 0) FROM {db}.users")
-            max_user = int(cur.fetchone()[0])
-            cur.execute(f"SELECT id, price FROM {db}.items ORDER BY id")
-            items = cur.fetchall()
-        if not max_user or not items:
-            raise EcomError("there are no users or items to order", "run `ecom generate` first")
-        item_ids = np.array([row[0] for row in items])
-        prices = [row[1] for row in items]
-        popularity = 1.0 / np.arange(1, len(items) + 1) ** 1.05
-        popularity = popularity[rng.permutation(len(items))]
-        popularity /= popularity.sum()
+    with tidb.connection(settings, settings.tidb.database) as conn:
+        tidb.require_schema(conn, settings.tidb)
+        shop = _Shop.load(settings, conn, spec.seed)
         started = time.monotonic()
         owed = 0.0
         conn.autocommit(False)
@@ -75,11 +137,8 @@ def stream(
                 owed += spec.rate
                 count, owed = int(owed), owed - int(owed)
                 with conn.cursor() as cur:
-                    amounts = [
-                        _place_order(cur, db, xdb, rng, max_user, item_ids, prices, popularity, settings)
-                        for _ in range(count)
-                    ]
-                    moves = _advance_shipments(cur, xdb, settings, max(1, count // 2))
+                    amounts = [shop.place_order(cur) for _ in range(count)]
+                    moves = shop.advance_shipments(cur, max(1, count // 2))
                 conn.commit()
                 # counted only once committed: an interrupted tick is rolled back and not reported
                 result.orders += len(amounts)
@@ -95,47 +154,3 @@ def stream(
             conn.autocommit(True)
     result.seconds = time.monotonic() - started
     return result
-
-
-def _place_order(
-    cur,
-    db: str,
-    xdb: str,
-    rng: np.random.Generator,
-    max_user: int,
-    item_ids: np.ndarray,  # type: ignore[no-untyped-def]
-    prices: list,
-    popularity: np.ndarray,
-    settings: Settings,
-) -> object:
-    """One order and its express row; returns the order's amount."""
-    index = int(rng.choice(len(item_ids), p=popularity))
-    units = int(rng.choice([1, 2, 3, 4], p=[0.55, 0.25, 0.13, 0.07]))
-    amount = prices[index] * units
-    now = settings.now()
-    cur.execute(
-        f"INSERT INTO {db}.orders (user_id, item_id, item_count, amount, created_at) VALUES (%s, %s, %s, %s, %s)",
-        (int(rng.integers(1, max_user + 1)), int(item_ids[index]), units, amount, now),
-    )
-    carrier = CARRIERS[int(rng.integers(0, len(CARRIERS)))]
-    cur.execute(
-        f"INSERT INTO {xdb}.express (order_id, carrier, tracking_no, status, updated_at) "
-        "VALUES (%s, %s, %s, 'created', %s)",
-        (cur.lastrowid, carrier, f"{carrier[:3].upper()}{rng.integers(10**9, 10**10)}", now),
-    )
-    return amount
-
-
-def _advance_shipments(cur, xdb: str, settings: Settings, per_status: int) -> int:  # type: ignore[no-untyped-def]
-    """Move the oldest shipments of each status one step forward (delivered is final)."""
-    moved = 0
-    now = settings.now()
-    for status, following in reversed(list(NEXT_STATUS.items())):
-        stamp = {"shipped": ", shipped_at = %s", "delivered": ", delivered_at = %s"}.get(following, "")
-        params: tuple[object, ...] = (following, now, *((now,) if stamp else ()), status, per_status)
-        moved += cur.execute(
-            f"UPDATE {xdb}.express SET status = %s, updated_at = %s{stamp} WHERE status = %s "
-            "ORDER BY updated_at, order_id LIMIT %s",
-            params,
-        )
-    return moved

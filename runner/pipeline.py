@@ -20,7 +20,9 @@ Progress = Callable[[str, int, int], None]
 HOT_ITEMS_WINDOW_DAYS = 7  # the dbt project's hot-items window: every day of it must be archived
 
 
-def run_generate(settings: Settings, spec: generate_mod.GenerateSpec, progress: Progress | None = None):
+def run_generate(
+    settings: Settings, spec: generate_mod.GenerateSpec, progress: Progress | None = None
+) -> generate_mod.GenerateResult:
     started = settings.now()
     spec.validate()
     # New business data makes the old archive describe orders that no longer exist: drop it first.
@@ -35,7 +37,9 @@ def run_generate(settings: Settings, spec: generate_mod.GenerateSpec, progress: 
     return result
 
 
-def run_archive(settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None):
+def run_archive(
+    settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None
+) -> archive_mod.ArchiveResult:
     started = settings.now()
     result = archive_mod.archive(settings, first, last, progress)
     runs.record(
@@ -201,7 +205,6 @@ def demo(
 
     step("stream", stream_step)
     report.dashboard = serving.dashboard(settings)
-    for label, user_id in serving.sample_users(settings).items():
+    for user_id in serving.sample_users(settings).values():
         report.recommendations.append(serving.recommend(settings, user_id))
-        del label
     return report

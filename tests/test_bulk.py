@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -24,7 +25,7 @@ def table(settings: Settings) -> str:
     return f"`{settings.tidb.database}`.t"
 
 
-def _read(settings: Settings, table: str) -> list[tuple]:  # type: ignore[type-arg]
+def _read(settings: Settings, table: str) -> list[tuple[Any, ...]]:
     with tidb.connection(settings) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT id, name, at, amount FROM {table} ORDER BY id")
         return list(cur.fetchall())

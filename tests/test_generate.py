@@ -11,8 +11,9 @@ import pytest
 from loaders.generate import GenerateSpec, _Pools, iter_orders, make_express, make_items, make_users
 from runner.errors import EcomError
 
-SPEC = GenerateSpec(users=5_000, items=800, orders=60_000, days=90, seed=7, end_day=dt.date(2026, 3, 1))
-FIRST_DAY = SPEC.end_day - dt.timedelta(days=SPEC.days)  # type: ignore[operator]
+END_DAY = dt.date(2026, 3, 1)
+SPEC = GenerateSpec(users=5_000, items=800, orders=60_000, days=90, seed=7, end_day=END_DAY)
+FIRST_DAY = END_DAY - dt.timedelta(days=SPEC.days)
 
 
 def _history(spec: GenerateSpec = SPEC) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -43,7 +44,7 @@ def test_orders_are_consistent(history: tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     assert orders["id"].tolist() == list(range(1, SPEC.orders + 1))
     assert orders["created_at"].is_monotonic_increasing
     assert orders["created_at"].min() >= pd.Timestamp(FIRST_DAY)
-    assert orders["created_at"].max() < pd.Timestamp(SPEC.end_day)
+    assert orders["created_at"].max() < pd.Timestamp(END_DAY)
     assert set(orders["item_count"].unique()) == {1, 2, 3, 4}
     price_cents = (items.set_index("id")["price"] * 100).round().astype(int)
     expected = price_cents.loc[orders["item_id"]].to_numpy() * orders["item_count"].to_numpy()
@@ -66,7 +67,7 @@ def test_heavy_tails_and_rhythm(history: tuple[pd.DataFrame, pd.DataFrame, pd.Da
 
 def test_express_status_follows_age(history: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
     _, _, orders = history
-    now = dt.datetime.combine(SPEC.end_day, dt.time(9))  # type: ignore[arg-type]
+    now = dt.datetime.combine(END_DAY, dt.time(9))
     express = make_express(orders, now, np.random.default_rng(1))
     assert express["order_id"].tolist() == orders["id"].tolist()
     age_days = (pd.Timestamp(now) - orders["created_at"]).dt.total_seconds() / 86400

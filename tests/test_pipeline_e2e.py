@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -38,7 +39,7 @@ def run(server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     drop_databases(settings)
 
 
-def _rows(settings: Settings, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:  # type: ignore[type-arg]
+def _rows(settings: Settings, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
     with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
         cur.execute(sql, params)
         return list(cur.fetchall())
