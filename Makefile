@@ -10,8 +10,7 @@ export DO_NOT_TRACK := 1
 demo: install tidb
 	$(BIN)/ecom demo
 
-test: install tidb
-	$(BIN)/ruff check runner loaders tests bench
+test: install tidb lint
 	$(BIN)/pytest
 
 install: $(STAMP) profiles.yml
@@ -31,6 +30,7 @@ tidb:
 lint: install
 	$(BIN)/ruff check runner loaders tests bench
 	$(BIN)/ruff format --check runner loaders tests bench
+	$(BIN)/mypy
 
 docs: install
 	$(BIN)/ecom dbt docs generate

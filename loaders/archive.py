@@ -222,15 +222,15 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
 
 def _day_totals(first: dt.date, last: dt.date, tallies: dict[str, list[pd.DataFrame]]) -> list[DayTotals]:
     """One entry per day and daily table, days without rows included (they are archived as empty)."""
-    merged = {table: pd.concat(parts).groupby(level=0).sum() for table, parts in tallies.items()}
+    merged: dict[tuple[str, dt.date], tuple[int, int]] = {}
+    for table, parts in tallies.items():
+        for day, rows, cents in pd.concat(parts).groupby(level=0).sum().itertuples(name=None):
+            merged[(table, day)] = (int(rows), int(cents))
     totals = []
     for offset in range((last - first).days + 1):
         day = first + dt.timedelta(days=offset)
         for table in ("ORDERS", "EXPRESS"):
-            frame = merged.get(table)
-            found = frame is not None and day in frame.index
-            rows = int(frame.at[day, "rows"]) if found else 0
-            cents = int(frame.at[day, "cents"]) if found else 0
+            rows, cents = merged.get((table, day), (0, 0))
             totals.append(DayTotals(day, table, rows, cents / 100 if table == "ORDERS" else None))
     return totals
 
@@ -296,9 +296,9 @@ def _check_published(wconn: Any, first: dt.date, last: dt.date, totals: list[Day
     """Counts and sums per day on the warehouse side must equal what was read from TiDB."""
     cur = wconn.cursor()
     found: dict[tuple[dt.date, str], tuple[int, float | None]] = {}
-    for table, amount in (("ORDERS", "SUM(AMOUNT)"), ("EXPRESS", "NULL")):
+    for table, amount_sql in (("ORDERS", "SUM(AMOUNT)"), ("EXPRESS", "NULL")):
         cur.execute(
-            f"SELECT ORDER_DATE, COUNT(*), {amount} FROM {table} WHERE ORDER_DATE BETWEEN %s AND %s GROUP BY 1",
+            f"SELECT ORDER_DATE, COUNT(*), {amount_sql} FROM {table} WHERE ORDER_DATE BETWEEN %s AND %s GROUP BY 1",
             (first, last),
         )
         for day, rows, total in cur.fetchall():

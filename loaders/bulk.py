@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
+import weakref
 from collections.abc import Sequence
 
 import pandas as pd
@@ -15,6 +16,7 @@ from runner.errors import EcomError
 # Error codes a server gives when LOCAL INFILE is switched off on its side.
 _LOCAL_INFILE_REFUSED = {1148, 3948, 2068}
 INSERT_BATCH_ROWS = 5_000
+_LOCAL_INFILE_OFF: weakref.WeakSet[pymysql.connections.Connection] = weakref.WeakSet()
 # LOAD DATA's escapes, applied to text before writing, so that \N stays the NULL marker.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 
@@ -42,7 +44,7 @@ def load_frame(conn: pymysql.connections.Connection, table: str, frame: pd.DataF
     if frame.empty:
         return 0
     columns = list(frame.columns)
-    if getattr(conn, "_ecom_local_infile", True):
+    if conn not in _LOCAL_INFILE_OFF:
         fd, path = tempfile.mkstemp(prefix="ecom_load_", suffix=".tsv")
         os.close(fd)
         try:
@@ -79,7 +81,7 @@ def load_frame(conn: pymysql.connections.Connection, table: str, frame: pd.DataF
         except pymysql.err.MySQLError as exc:
             if not (exc.args and exc.args[0] in _LOCAL_INFILE_REFUSED):
                 raise
-            conn._ecom_local_infile = False  # the server said no: stay on INSERTs for this connection
+            _LOCAL_INFILE_OFF.add(conn)  # the server said no: stay on INSERTs for this connection
         finally:
             os.unlink(path)
     rows = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)

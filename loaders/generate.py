@@ -98,10 +98,9 @@ def make_users(spec: GenerateSpec, rng: np.random.Generator, pools: _Pools, star
     first = pools.first[rng.integers(0, len(pools.first), n)]
     last = pools.last[rng.integers(0, len(pools.last), n)]
     ids = np.arange(1, n + 1)
-    local = pd.Series(np.char.lower(first)) + "." + pd.Series(np.char.lower(last)) + pd.Series(ids).astype(str)
-    email = (
-        local.str.replace(" ", "", regex=False) + "@" + pd.Series(pools.domain[rng.integers(0, len(pools.domain), n)])
-    )
+    domain = pools.domain[rng.integers(0, len(pools.domain), n)]
+    local = np.char.add(np.char.add(np.char.lower(first), "."), np.char.lower(last))
+    email = np.char.add(np.char.add(np.char.replace(local, " ", ""), ids.astype(str)), np.char.add("@", domain))
     signup = np.datetime64(start) - rng.integers(1, 3 * 365 * 86400, n).astype("timedelta64[s]")
     return pd.DataFrame(
         {

@@ -64,8 +64,7 @@ class _Shop:
         rng = np.random.default_rng(seed)
         db = f"`{settings.tidb.database}`"
         with conn.cursor() as cur:
-            cur.execute(f"SELECT COALESCE(MAX(id), 0) FROM {db}.users")
-            max_user = int(cur.fetchone()[0])
+            max_user = int(tidb.scalar(cur, f"SELECT COALESCE(MAX(id), 0) FROM {db}.users"))
             cur.execute(f"SELECT id, price FROM {db}.items ORDER BY id")
             items = cur.fetchall()
         if not max_user or not items:

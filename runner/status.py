@@ -31,14 +31,13 @@ def status_tables(settings: Settings) -> list[Table]:
         with tidb.connection(settings) as conn, conn.cursor() as cur:
             for table in [f"{cfg.database}.{t}" for t in TIDB_TABLES] + [f"{cfg.express_database}.express"]:
                 schema, name = table.split(".")
-                cur.execute(
+                exists = tidb.scalar(
+                    cur,
                     "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
                     (schema, name),
                 )
-                exists = cur.fetchone()[0]
-                if exists:
-                    cur.execute(f"SELECT COUNT(*) FROM `{schema}`.`{name}`")
-                counts.append(("TiDB", table, int(cur.fetchone()[0]) if exists else None))
+                rows = int(tidb.scalar(cur, f"SELECT COUNT(*) FROM `{schema}`.`{name}`")) if exists else None
+                counts.append(("TiDB", table, rows))
     except EcomError as exc:
         connections.append(("TiDB side", cfg.address, f"unreachable: {exc}"))
     last_archive = ""

@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import pymysql
@@ -83,20 +84,28 @@ def connection(settings: Settings, database: str | None = None) -> Iterator[pymy
         conn.close()
 
 
+def scalar(cur: pymysql.cursors.Cursor, sql: str, params: tuple[object, ...] = ()) -> Any:
+    """The first column of the first row of a query that always returns one (COUNT, MAX, a function)."""
+    cur.execute(sql, params)
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"expected one row from: {sql}")
+    return row[0]
+
+
 def detect_flavor(conn: pymysql.connections.Connection) -> Flavor:
     with conn.cursor() as cur:
         try:
-            cur.execute("SELECT tidb_version()")
-            version = str(cur.fetchone()[0]).splitlines()[0]
+            version = str(scalar(cur, "SELECT tidb_version()")).splitlines()[0]
         except pymysql.err.MySQLError:
-            cur.execute("SELECT VERSION()")
-            return Flavor(is_tidb=False, version=str(cur.fetchone()[0]))
+            return Flavor(is_tidb=False, version=str(scalar(cur, "SELECT VERSION()")))
         try:
-            cur.execute(
+            stores = scalar(
+                cur,
                 "SELECT COUNT(*) FROM information_schema.tikv_store_status "
-                "WHERE JSON_SEARCH(label, 'one', 'tiflash') IS NOT NULL"
+                "WHERE JSON_SEARCH(label, 'one', 'tiflash') IS NOT NULL",
             )
-            has_tiflash = int(cur.fetchone()[0]) > 0
+            has_tiflash = int(stores) > 0
         except pymysql.err.MySQLError:
             has_tiflash = False
     return Flavor(is_tidb=True, version=version, has_tiflash=has_tiflash)
@@ -152,9 +161,6 @@ def ping(settings: Settings) -> Flavor:
 
 def require_schema(conn: pymysql.connections.Connection, cfg: TiDBConfig) -> None:
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'orders'",
-            (cfg.database,),
-        )
-        if cur.fetchone()[0] == 0:
+        sql = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'orders'"
+        if scalar(cur, sql, (cfg.database,)) == 0:
             raise EcomError(f"database {cfg.database!r} has no schema yet", "run `ecom init`")

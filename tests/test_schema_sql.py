@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from runner.config import TiDBConfig
-from runner.tidb import Flavor, migration_files, render_migration
+from runner.config import Settings, TiDBConfig
+from runner.tidb import Flavor, connection, migration_files, render_migration
+from runner.tidb import init_schema as tidb_init
 
 CFG = TiDBConfig(database="shop", express_database="shop_express")
 MARIADB = Flavor(is_tidb=False, version="10.11.19-MariaDB")
@@ -47,3 +48,15 @@ def test_names_are_substituted_and_statements_split() -> None:
         "`shop`.today_sales_by_hour",
     }
     assert not any(s.rstrip().endswith(";") for s in statements)
+
+
+def test_init_applies_each_file_once(settings: Settings) -> None:
+    assert tidb_init(settings) == [p.name for p in migration_files()]
+    assert tidb_init(settings) == []
+    with connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT numeric_precision, numeric_scale FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = 'user_labels' AND column_name = 'avg_amount'",
+            (settings.tidb.database,),
+        )
+        assert cur.fetchone() == (18, 6)

@@ -2,10 +2,10 @@
 CREATE TABLE IF NOT EXISTS `{{ db }}`.user_labels (
     user_id            BIGINT        NOT NULL PRIMARY KEY,
     user_label         VARCHAR(8)    NOT NULL,
-    avg_amount         DECIMAL(18,6) NOT NULL,
+    avg_amount         DECIMAL(16,4) NOT NULL,
     order_count        INT           NOT NULL,
-    total_amount       DECIMAL(18,2) NOT NULL,
-    overall_avg_amount DECIMAL(18,6) NOT NULL,
+    total_amount       DECIMAL(16,2) NOT NULL,
+    overall_avg_amount DECIMAL(16,4) NOT NULL,
     as_of_date         DATE          NOT NULL,
     exported_at        DATETIME      NOT NULL
 );
@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS `{{ db }}`.hot_items (
     item_name       VARCHAR(200)  NOT NULL,
     item_price      DECIMAL(10,2) NOT NULL,
     item_type       VARCHAR(50)   NOT NULL,
-    price_threshold DECIMAL(18,6) NOT NULL,
+    price_threshold DECIMAL(16,4) NOT NULL,
     window_start    DATE          NOT NULL,
     window_end      DATE          NOT NULL,
     as_of_date      DATE          NOT NULL,
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS `{{ db }}`.monthly_bills (
     month        CHAR(7)       NOT NULL,
     order_count  INT           NOT NULL,
     units        INT           NOT NULL,
-    total_amount DECIMAL(18,2) NOT NULL,
+    total_amount DECIMAL(16,2) NOT NULL,
     as_of_date   DATE          NOT NULL,
     exported_at  DATETIME      NOT NULL,
     PRIMARY KEY (user_id, month)
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS `{{ db }}`.monthly_spending (
     total_amount       DECIMAL(18,2) NOT NULL,
     order_count        INT           NOT NULL,
     buyer_count        INT           NOT NULL,
-    avg_bill_per_buyer DECIMAL(18,2) NOT NULL,
+    avg_bill_per_buyer DECIMAL(16,2) NOT NULL,
     as_of_date         DATE          NOT NULL,
     exported_at        DATETIME      NOT NULL
 );
