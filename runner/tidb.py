@@ -20,6 +20,7 @@ SQL_DIR = Path(__file__).parent / "sql"
 # MySQL error codes that mean "your credentials or names are wrong", as opposed to a server that is down.
 _ACCESS_DENIED = {1044, 1045, 1698}
 _UNKNOWN_DATABASE = 1049
+_UNKNOWN_TIME_ZONE = 1298
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ def connect(
             raise EcomError(
                 f"TiDB at {cfg.address} refused the login ({message})",
                 "check TIDB_USER and TIDB_PASSWORD",
+            ) from None
+        if code == _UNKNOWN_TIME_ZONE:
+            raise EcomError(
+                f"the server rejects the UTC offset {_utc_offset(settings)} of ECOM_TIMEZONE={settings.timezone}",
+                "pick a business time zone within the server's range (MariaDB: -12:59..+13:00)",
             ) from None
         if code == _UNKNOWN_DATABASE:
             raise EcomError(f"database {database!r} does not exist on {cfg.address}", "run `ecom init`") from None

@@ -54,6 +54,14 @@ def test_missing_tls_ca(settings: Settings) -> None:
     assert_one_clear_line(ecom(settings, "init", TIDB_SSL_CA="/nonexistent/ca.pem"), "TIDB_SSL_CA", "is not a file")
 
 
+def test_time_zone_the_server_rejects(settings: Settings) -> None:
+    result = ecom(settings, "init", ECOM_TIMEZONE="Pacific/Kiritimati")  # UTC+14: beyond MariaDB's range
+    if result.returncode == 0:  # MySQL 8 and TiDB accept +14:00
+        assert result.stdout.startswith("schema of")
+    else:
+        assert_one_clear_line(result, "rejects the UTC offset +14:00", "ECOM_TIMEZONE")
+
+
 def test_wrong_password_is_not_printed(settings: Settings) -> None:
     result = ecom(settings, "init", TIDB_USER="ecom_nobody", TIDB_PASSWORD=SECRET)
     assert_one_clear_line(result, "refused the login", "TIDB_PASSWORD")
