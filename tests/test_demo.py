@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -65,3 +66,19 @@ def test_demo_resets_when_the_spec_changes(twice: tuple[Settings, list]) -> None
     bigger = GenerateSpec(**{**SMALL.__dict__, "orders": 6_500})
     third = pipeline.demo(settings, bigger, stream_seconds=1, stream_rate=5)
     assert dict((n, d) for n, _, d in third.steps)["generate"].startswith("reset (the data was for another")
+
+
+def test_demo_rebuilds_an_archive_with_foreign_days(twice: tuple[Settings, list]) -> None:
+    """A day in the warehouse that the current data does not have (another checkout archived it)
+    makes the demo archive from scratch rather than model it beside the current days."""
+    settings, _ = twice
+    spec = GenerateSpec(**{**SMALL.__dict__, "orders": 6_500})
+    pipeline.demo(settings, spec, stream_seconds=1, stream_rate=5)
+    first = settings.today() - dt.timedelta(days=spec.days)
+    yesterday = settings.today() - dt.timedelta(days=1)
+    pipeline.run_archive(settings, first - dt.timedelta(days=3), first - dt.timedelta(days=3))
+    assert not pipeline.archive_is_exactly(settings, first, yesterday)
+    again = pipeline.demo(settings, spec, stream_seconds=1, stream_rate=5)
+    steps = dict((n, d) for n, _, d in again.steps)
+    assert steps["generate"].startswith("reused") and not steps["archive"].startswith("reused")
+    assert pipeline.archive_is_exactly(settings, first, yesterday)
