@@ -156,7 +156,8 @@ def iter_orders(
 ) -> Iterator[pd.DataFrame]:
     """Orders in time order (ids ascending with time, as an auto-increment key gives), in bounded blocks."""
     per_day = _orders_per_day(spec, rng, first_day)
-    user_weights = rng.pareto(1.3, spec.users) + 0.05
+    # log-normal activity: the top 10% of users place about half the orders, nobody thousands
+    user_weights = rng.lognormal(0.0, 1.4, spec.users)
     user_p = user_weights / user_weights.sum()
     affluent = rng.random(spec.users) < AFFLUENT_SHARE
     price_cents = np.round(items["price"].to_numpy() * 100).astype(np.int64)
