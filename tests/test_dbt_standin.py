@@ -1,0 +1,37 @@
+"""The project's one stand-in macro changes nothing on a real account: there dbt's temporary-table DDL
+is generated unchanged; only on the `fakesnow` account does a plain table replace it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from dbt.cli.main import dbtRunner
+
+from runner import dbt, warehouse
+from runner.config import Settings
+
+INLINE = "{{ get_create_table_as_sql(true, api.Relation.create('ECOMMERCE', 'ANALYTICS', 'SCRATCH'), 'select 1') }}"
+
+
+def _compiled(settings: Settings, account: str, tmp_path: Path) -> str:
+    profiles = tmp_path / "other_profiles"
+    profiles.mkdir()
+    profile = (settings.profiles_dir / "profiles.yml").read_text()
+    (profiles / "profiles.yml").write_text(profile.replace("account: fakesnow", f"account: {account}"))
+    other = dataclasses.replace(settings, profiles_dir=profiles)
+    # The stand-in stays patched in (no traffic leaves the machine) while dbt sees the other account.
+    with warehouse.session(settings):
+        result = dbtRunner().invoke(dbt.dbt_args(other, ["compile", "--inline", INLINE]))
+    assert result.success, result.exception
+    return str(result.result.results[0].node.compiled_code)
+
+
+@pytest.mark.parametrize(("account", "temporary"), [("fakesnow", False), ("xy12345.eu-central-1", True)])
+def test_temporary_tables_only_change_on_the_standin(
+    settings: Settings, tmp_path: Path, account: str, temporary: bool
+) -> None:
+    sql = " ".join(_compiled(settings, account, tmp_path).lower().split())
+    assert "create or replace" in sql and "scratch" in sql
+    assert ("temporary table" in sql) is temporary
