@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from runner.config import Settings, TiDBConfig
 from runner.tidb import Flavor, connection, migration_files, render_migration
 from runner.tidb import init_schema as tidb_init
@@ -65,13 +67,7 @@ def test_init_applies_each_file_once(settings: Settings) -> None:
 def test_session_day_is_the_business_day(settings: Settings) -> None:
     """The today_* views use CURRENT_DATE: each session runs in the business time zone."""
     for zone in ("Pacific/Auckland", "Pacific/Pago_Pago", "UTC"):  # UTC+12/13 and UTC-11
-        zoned = Settings(
-            tidb=settings.tidb,
-            home=settings.home,
-            profiles_dir=settings.profiles_dir,
-            target=settings.target,
-            timezone=zone,
-        )
+        zoned = dataclasses.replace(settings, timezone=zone)
         with connection(zoned) as conn, conn.cursor() as cur:
             cur.execute("SELECT CURRENT_DATE")
             assert cur.fetchone() == (zoned.today(),), zone
