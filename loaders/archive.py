@@ -190,7 +190,11 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
     run_id = uuid.uuid4().hex[:12].upper()
     with warehouse.session(settings) as cfg_w:
         wconn = warehouse.connect(cfg_w)
-        tconn = tidb.connect(settings, cfg_t.database, streaming=True)
+        try:
+            tconn = tidb.connect(settings, cfg_t.database, streaming=True)
+        except BaseException:
+            wconn.close()
+            raise
         try:
             tidb.require_schema(tconn, cfg_t)
             ensure_raw_tables(wconn)
@@ -277,19 +281,17 @@ def _publish(
         raise
 
 
-def forget(settings: Settings) -> bool:
+def forget(settings: Settings) -> None:
     """Drop everything archived (when the business data is regenerated, the old archive describes
-    orders that no longer exist). Returns whether there was anything to drop."""
+    orders that no longer exist)."""
     with warehouse.session(settings) as cfg:
         conn = warehouse.connect(cfg)
         try:
-            existed = warehouse.table_exists(conn, cfg, cfg.raw_schema, "ORDERS")
             cur = conn.cursor()
             for table in RAW_DDL:
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
         finally:
             conn.close()
-    return existed
 
 
 def _check_published(wconn: Any, first: dt.date, last: dt.date, totals: list[DayTotals]) -> None:

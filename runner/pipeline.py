@@ -71,25 +71,27 @@ def run_export(settings: Settings) -> export_mod.ExportResult:
     return result
 
 
-def require_archive(settings: Settings, as_of: dt.date) -> None:
-    """Refuse to model what is not archived: an empty warehouse, or a hole in the hot-items week
-    (a missing day would silently shrink the window and drop a day from every label)."""
-    window = [as_of - dt.timedelta(days=d) for d in range(HOT_ITEMS_WINDOW_DAYS, 0, -1)]
+def archived_order_days(settings: Settings) -> set[dt.date]:
+    """The days the archive log says the warehouse holds orders for (empty for a new warehouse)."""
     with warehouse.session(settings) as cfg:
         conn = warehouse.connect(cfg)
         try:
-            archived: set[dt.date] = set()
-            if warehouse.table_exists(conn, cfg, cfg.raw_schema, "ARCHIVE_LOG"):
-                cur = conn.cursor()
-                cur.execute(
-                    "SELECT DISTINCT ARCHIVE_DATE FROM ARCHIVE_LOG WHERE TABLE_NAME = 'ORDERS' AND ARCHIVE_DATE < %s",
-                    (as_of,),
-                )
-                archived = {row[0] for row in cur.fetchall()}
+            if not warehouse.table_exists(conn, cfg, cfg.raw_schema, "ARCHIVE_LOG"):
+                return set()
+            cur = conn.cursor()
+            cur.execute("SELECT DISTINCT ARCHIVE_DATE FROM ARCHIVE_LOG WHERE TABLE_NAME = 'ORDERS'")
+            return {row[0] for row in cur.fetchall()}
         finally:
             conn.close()
+
+
+def require_archive(settings: Settings, as_of: dt.date) -> None:
+    """Refuse to model what is not archived: an empty warehouse, or a hole in the hot-items week
+    (a missing day would silently shrink the window and drop a day from every label)."""
+    archived = {day for day in archived_order_days(settings) if day < as_of}
     if not archived:
         raise EcomError("the warehouse has no archived orders", "run `ecom archive` (after `ecom generate`) first")
+    window = [as_of - dt.timedelta(days=d) for d in range(HOT_ITEMS_WINDOW_DAYS, 0, -1)]
     missing = [day for day in window if day not in archived]
     if missing:
         raise EcomError(
@@ -100,19 +102,8 @@ def require_archive(settings: Settings, as_of: dt.date) -> None:
 
 def archive_is_exactly(settings: Settings, first: dt.date, last: dt.date) -> bool:
     """Whether the warehouse holds every day of [first, last] and no other day."""
-    with warehouse.session(settings) as cfg:
-        conn = warehouse.connect(cfg)
-        try:
-            if not warehouse.table_exists(conn, cfg, cfg.raw_schema, "ARCHIVE_LOG"):
-                return False
-            cur = conn.cursor()
-            cur.execute(
-                "SELECT MIN(ARCHIVE_DATE), MAX(ARCHIVE_DATE), COUNT(DISTINCT ARCHIVE_DATE) FROM ARCHIVE_LOG "
-                "WHERE TABLE_NAME = 'ORDERS'"
-            )
-            return cur.fetchone() == (first, last, (last - first).days + 1)
-        finally:
-            conn.close()
+    days = {first + dt.timedelta(days=d) for d in range((last - first).days + 1)}
+    return archived_order_days(settings) == days
 
 
 def dataset(settings: Settings) -> dict[str, Any] | None:
@@ -181,7 +172,9 @@ def demo(
             return f"reused: {first_day}..{yesterday} already archived"
         # The demo archives the whole history: start from an empty archive, so no day of another
         # dataset (say, one generated for an earlier day by another checkout) survives beside it.
-        archive_mod.forget(settings)
+        # (A reset already emptied it: run_generate forgets the archive of the data it replaces.)
+        if reuse:
+            archive_mod.forget(settings)
         result = run_archive(settings, first_day, yesterday, progress)
         return f"{first_day}..{yesterday}: {result.orders} orders, {result.express} expresses"
 
