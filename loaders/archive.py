@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from runner import tidb, warehouse
+from loaders import fingerprint
+from runner import failpoints, tidb, warehouse
 from runner.config import Settings, WarehouseConfig
 from runner.errors import EcomError
 
@@ -43,9 +44,29 @@ class Extract:
     publish: str  # the SELECT list that turns stage rows into RAW rows
     day_column: str | None = None  # the stage column that decides the business day (daily tables only)
     amount_column: str | None = None  # the stage column whose sum is logged and checked
+    # how RAW gives back a stage column that it stores in another form (for the fingerprint check)
+    readback_exprs: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def column_types(self) -> dict[str, str]:
+        return dict(c.split(" ", 1) for c in self.stage_columns.split(", "))
+
+    @property
+    def checked_types(self) -> dict[str, str]:
+        """The columns whose values RAW must hold exactly (the day column is only the day's key)."""
+        return {c: t for c, t in self.column_types.items() if c != "ORDER_CREATED_AT"}
+
+    def readback(self) -> str:
+        """The SELECT list that reads RAW rows back as the checked stage columns."""
+        exprs = dict(self.readback_exprs)
+        return ", ".join(f"{exprs[c]} AS {c}" if c in exprs else c for c in self.checked_types)
+
+    def fingerprints(self, frame: pd.DataFrame, day: pd.Series) -> dict[dt.date, fingerprint.Fingerprint]:
+        cents = frame[self.amount_column] if self.amount_column else None
+        return fingerprint.by_day(frame, self.checked_types, day, cents)
 
 
-def _extracts(db: str, express_db: str) -> list[Extract]:
+def extracts(db: str, express_db: str) -> list[Extract]:
     return [
         Extract(
             "ORDERS",
@@ -57,6 +78,7 @@ def _extracts(db: str, express_db: str) -> list[Extract]:
             "CAST(CREATED_AT AS DATE)",
             day_column="CREATED_AT",
             amount_column="AMOUNT_CENTS",
+            readback_exprs=(("AMOUNT_CENTS", "CAST(ROUND(AMOUNT * 100) AS NUMBER(19,0))"),),
         ),
         Extract(
             "EXPRESS",
@@ -81,16 +103,15 @@ def _extracts(db: str, express_db: str) -> list[Extract]:
             "ID NUMBER(19,0), NAME VARCHAR, ITEM_TYPE VARCHAR, PRICE_CENTS NUMBER(19,0), CREATED_AT TIMESTAMP_NTZ",
             f"SELECT id, name, item_type, CAST(ROUND(price * 100) AS SIGNED), created_at FROM `{db}`.items",
             "ID, NAME, ITEM_TYPE, CAST(PRICE_CENTS / 100 AS NUMBER(10,2)), CREATED_AT",
+            readback_exprs=(("PRICE_CENTS", "CAST(ROUND(PRICE * 100) AS NUMBER(19,0))"),),
         ),
     ]
 
 
-@dataclass(frozen=True)
-class DayTotals:
-    day: dt.date
-    table: str
-    rows: int
-    amount: float | None
+Prints = dict[dt.date, fingerprint.Fingerprint]
+SNAPSHOT_TABLES = ("USERS", "ITEMS")
+DAILY_TABLES = ("ORDERS", "EXPRESS")
+READBACK_DAYS = 31  # days read back per query when checking: bounds memory (the stand-in has no batches)
 
 
 @dataclass(frozen=True)
@@ -102,7 +123,7 @@ class ArchiveResult:
     users: int
     items: int
     amount: float
-    days: list[DayTotals]
+    prints: dict[str, Prints]  # per table and day (snapshots under the last day): what TiDB held and RAW now holds
 
 
 def parse_day(text: str, option: str) -> dt.date:
@@ -171,20 +192,22 @@ def ensure_raw_tables(wconn: Any) -> None:
         cur.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
 
 
-def _tally(extract: Extract, frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows and amount (cents) per business day in one chunk."""
-    day = frame[extract.day_column].dt.date
-    amount = frame[extract.amount_column] if extract.amount_column else pd.Series(0, index=frame.index)
-    return pd.DataFrame({"rows": 1, "cents": amount}).groupby(day).sum()
+def lock_name(settings: Settings, cfg_w: WarehouseConfig) -> str:
+    """One archive (or purge) at a time per pair of TiDB database and warehouse schema."""
+    return f"archive:{settings.tidb.database}:{cfg_w.account}:{cfg_w.database}.{cfg_w.raw_schema}"
 
 
 def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None) -> ArchiveResult:
-    """Archive the business days [first, last] (both included) in one pass, replacing them in RAW."""
+    """Archive the business days [first, last] (both included) in one pass, replacing them in RAW.
+
+    TiDB is read in one consistent snapshot; RAW gets the days, the dimension snapshots and the log rows
+    in one warehouse transaction, committed only once their fingerprints equal what was read.
+    """
     check_range(settings, first, last)
     report = progress or (lambda _table, _done, _total: None)
     cfg_t = settings.tidb
     start, end = dt.datetime.combine(first, dt.time()), dt.datetime.combine(last + dt.timedelta(days=1), dt.time())
-    tallies: dict[str, list[pd.DataFrame]] = {}
+    read: dict[str, Prints] = {}
     counts: dict[str, int] = {}
     archived_at = settings.now()
     run_id = uuid.uuid4().hex[:12].upper()
@@ -197,88 +220,159 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
             raise
         try:
             tidb.require_schema(tconn, cfg_t)
-            ensure_raw_tables(wconn)
-            with tconn.cursor() as cur:
-                # One snapshot for every table read, so orders and their expresses agree.
-                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                for extract in _extracts(cfg_t.database, cfg_t.express_database):
-                    counts[extract.table] = 0
-                    params = (start, end) if extract.day_column else ()
-                    stage = _stage_name(extract.table, run_id)
-                    chunks = _stream(cur, extract.select, params)
-                    for frame in _write_stage(wconn, cfg_w, stage, extract, chunks):
-                        counts[extract.table] += len(frame)
-                        if extract.day_column:
-                            tallies.setdefault(extract.table, []).append(_tally(extract, frame))
-                        report(extract.table.lower(), counts[extract.table], 0)
-                cur.execute("COMMIT")
-            totals = _day_totals(first, last, tallies)
-            _publish(wconn, run_id, first, last, totals, archived_at, counts)
+            with tidb.exclusive(tconn, lock_name(settings, cfg_w), "archive into this warehouse"):
+                require_not_purged(tconn, cfg_t.database, first, last)
+                ensure_raw_tables(wconn)
+                _drop_stages(wconn, cfg_w)  # a killed run's leftovers: no other run is active while we hold the lock
+                with tconn.cursor() as cur:
+                    # One snapshot for every table read, so orders and their expresses agree.
+                    cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    for extract in extracts(cfg_t.database, cfg_t.express_database):
+                        counts[extract.table] = 0
+                        read[extract.table] = {}
+                        params = (start, end) if extract.day_column else ()
+                        stage = _stage_name(extract.table, run_id)
+                        chunks = _stream(cur, extract.select, params)
+                        for frame in _write_stage(wconn, cfg_w, stage, extract, chunks):
+                            counts[extract.table] += len(frame)
+                            fingerprint.merge(
+                                read[extract.table], extract.fingerprints(frame, _day_of(extract, frame, last))
+                            )
+                            report(extract.table.lower(), counts[extract.table], 0)
+                            failpoints.hit("archive.between_batches")
+                    cur.execute("COMMIT")
+                failpoints.hit("archive.after_stage")
+                _publish(wconn, cfg_w, run_id, first, last, read, archived_at)
+                failpoints.hit("archive.after_publish")
         finally:
             tconn.close()
-            _drop_stages(wconn, run_id)
+            _drop_stages(wconn, cfg_w, run_id)
             wconn.close()
-    amount = sum(t.amount or 0 for t in totals if t.table == "ORDERS")
+    amount = sum(p.cents for p in read["ORDERS"].values()) / 100
     return ArchiveResult(
-        first, last, counts["ORDERS"], counts["EXPRESS"], counts["USERS"], counts["ITEMS"], round(amount, 2), totals
+        first, last, counts["ORDERS"], counts["EXPRESS"], counts["USERS"], counts["ITEMS"], round(amount, 2), read
     )
 
 
-def _day_totals(first: dt.date, last: dt.date, tallies: dict[str, list[pd.DataFrame]]) -> list[DayTotals]:
-    """One entry per day and daily table, days without rows included (they are archived as empty)."""
-    merged: dict[tuple[str, dt.date], tuple[int, int]] = {}
-    for table, parts in tallies.items():
-        for day, rows, cents in pd.concat(parts).groupby(level=0).sum().itertuples(name=None):
-            merged[(table, day)] = (int(rows), int(cents))
-    totals = []
-    for offset in range((last - first).days + 1):
-        day = first + dt.timedelta(days=offset)
-        for table in ("ORDERS", "EXPRESS"):
-            rows, cents = merged.get((table, day), (0, 0))
-            totals.append(DayTotals(day, table, rows, cents / 100 if table == "ORDERS" else None))
-    return totals
+def _day_of(extract: Extract, frame: pd.DataFrame, snapshot_day: dt.date) -> pd.Series:
+    """Each row's business day; a dimension snapshot is filed under the last day archived."""
+    if extract.day_column is None:
+        return pd.Series(snapshot_day, index=frame.index)
+    return pd.to_datetime(frame[extract.day_column]).dt.date
 
 
-def _drop_stages(wconn: Any, run_id: str) -> None:
+def _drop_stages(wconn: Any, cfg: WarehouseConfig, run_id: str | None = None) -> None:
+    """Drop this run's stage tables, or (run_id None) every run's."""
     cur = wconn.cursor()
-    for extract in _extracts("_", "_"):
-        cur.execute(f"DROP TABLE IF EXISTS {_stage_name(extract.table, run_id)}")
+    if run_id is not None:
+        names = [_stage_name(table, run_id) for table in DAILY_TABLES + SNAPSHOT_TABLES]
+    else:
+        cur.execute(
+            f"SELECT table_name FROM {cfg.database}.information_schema.tables "
+            "WHERE table_schema = %s AND table_name LIKE %s ESCAPE '!'",
+            (cfg.raw_schema.upper(), "%!_!_STAGE!_%"),
+        )
+        names = [row[0] for row in cur.fetchall()]
+    for name in names:
+        cur.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def _publish(
     wconn: Any,
+    cfg: WarehouseConfig,
     run_id: str,
     first: dt.date,
     last: dt.date,
-    totals: list[DayTotals],
+    read: dict[str, Prints],
     archived_at: dt.datetime,
-    counts: dict[str, int],
 ) -> None:
     """Replace the days (and the dimension snapshots) in one transaction, together with their log rows.
 
-    The per-day check runs inside the transaction: a mismatch rolls everything back.
+    The fingerprints of what RAW then holds are checked inside the transaction: a mismatch rolls it back.
     """
-    extracts = {e.table: e for e in _extracts("_", "_")}
+    by_table = {e.table: e for e in extracts("_", "_")}
+    days = [first + dt.timedelta(days=d) for d in range((last - first).days + 1)]
     cur = wconn.cursor()
     cur.execute("BEGIN")
     try:
-        for table in ("ORDERS", "EXPRESS"):
+        for table in DAILY_TABLES:
             cur.execute(f"DELETE FROM {table} WHERE ORDER_DATE BETWEEN %s AND %s", (first, last))
-            stage = _stage_name(table, run_id)
-            cur.execute(f"INSERT INTO {table} SELECT {extracts[table].publish}, %s FROM {stage}", (archived_at,))
-        for table in ("USERS", "ITEMS"):
+        for table in SNAPSHOT_TABLES:
             cur.execute(f"DELETE FROM {table}")
+        for table, extract in by_table.items():
             stage = _stage_name(table, run_id)
-            cur.execute(f"INSERT INTO {table} SELECT {extracts[table].publish}, %s FROM {stage}", (archived_at,))
+            cur.execute(f"INSERT INTO {table} SELECT {extract.publish}, %s FROM {stage}", (archived_at,))
+        failpoints.hit("archive.before_log_rows")
         cur.execute("DELETE FROM ARCHIVE_LOG WHERE ARCHIVE_DATE BETWEEN %s AND %s", (first, last))
-        log_rows = [(t.day, t.table, t.rows, t.amount, archived_at) for t in totals]
-        log_rows += [(last, table, counts[table], None, archived_at) for table in ("USERS", "ITEMS")]
+        empty = fingerprint.Fingerprint()
+        log_rows = [
+            (day, table, read[table].get(day, empty).rows, _log_amount(table, read[table].get(day, empty)), archived_at)
+            for day in days
+            for table in DAILY_TABLES
+        ]
+        log_rows += [(last, t, read[t].get(last, empty).rows, None, archived_at) for t in SNAPSHOT_TABLES]
         cur.executemany("INSERT INTO ARCHIVE_LOG VALUES (%s, %s, %s, %s, %s)", log_rows)
-        _check_published(wconn, first, last, totals)
+        _check_published(wconn, cfg, first, last, read)
         cur.execute("COMMIT")
     except BaseException:
         cur.execute("ROLLBACK")
         raise
+
+
+def _log_amount(table: str, print_: fingerprint.Fingerprint) -> float | None:
+    return print_.cents / 100 if table == "ORDERS" else None
+
+
+def read_back(wconn: Any, cfg: WarehouseConfig, extract: Extract, first: dt.date, last: dt.date) -> Prints:
+    """Fingerprints of what RAW holds for [first, last] (a snapshot table: all of it, under `last`)."""
+    cur = wconn.cursor()
+    prints: Prints = {}
+    if extract.day_column is None:
+        for frame in warehouse.frames(cfg, cur, f"SELECT {extract.readback()} FROM {extract.table}"):
+            fingerprint.merge(prints, extract.fingerprints(frame, pd.Series(last, index=frame.index)))
+        return prints
+    window_start = first
+    while window_start <= last:
+        window_end = min(last, window_start + dt.timedelta(days=READBACK_DAYS - 1))
+        sql = (
+            f"SELECT ORDER_DATE AS ARCHIVE_DAY, {extract.readback()} FROM {extract.table} "
+            "WHERE ORDER_DATE BETWEEN %s AND %s"
+        )
+        for frame in warehouse.frames(cfg, cur, sql, (window_start, window_end)):
+            fingerprint.merge(prints, extract.fingerprints(frame, pd.to_datetime(frame["ARCHIVE_DAY"]).dt.date))
+        window_start = window_end + dt.timedelta(days=1)
+    return prints
+
+
+def _check_published(wconn: Any, cfg: WarehouseConfig, first: dt.date, last: dt.date, read: dict[str, Prints]) -> None:
+    """Rows, amounts and checksums per day (and of each snapshot) in RAW must equal what was read from TiDB."""
+    for extract in extracts("_", "_"):
+        held = read_back(wconn, cfg, extract, first, last)
+        wanted = read[extract.table]
+        for day in sorted(set(held) | set(wanted)):
+            if held.get(day) != wanted.get(day):
+                got, want = held.get(day, fingerprint.Fingerprint()), wanted.get(day, fingerprint.Fingerprint())
+                raise EcomError(
+                    f"archive check failed for {extract.table} on {day}: TiDB had {want.rows} rows "
+                    f"(checksum {want.hex}), the warehouse would hold {got.rows} (checksum {got.hex})",
+                    "nothing was changed; run the archive for those days again",
+                )
+
+
+def require_not_purged(tconn: Any, database: str, first: dt.date, last: dt.date) -> None:
+    """Archiving a day that was purged from TiDB would replace its archived rows with nothing."""
+    with tconn.cursor() as cur:
+        cur.execute(
+            f"SELECT MIN(day), MAX(day), COUNT(*) FROM `{database}`.archive_purges WHERE day BETWEEN %s AND %s",
+            (first, last),
+        )
+        low, high, count = cur.fetchone()
+    if count:
+        raise EcomError(
+            f"{count} day(s) in {first}..{last} ({low}..{high}) were purged from TiDB after they were archived; "
+            "archiving them again would empty them in the warehouse",
+            f"archive only days after {high}",
+        )
 
 
 def forget(settings: Settings) -> None:
@@ -292,23 +386,3 @@ def forget(settings: Settings) -> None:
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
         finally:
             conn.close()
-
-
-def _check_published(wconn: Any, first: dt.date, last: dt.date, totals: list[DayTotals]) -> None:
-    """Counts and sums per day on the warehouse side must equal what was read from TiDB."""
-    cur = wconn.cursor()
-    found: dict[tuple[dt.date, str], tuple[int, float | None]] = {}
-    for table, amount_sql in (("ORDERS", "SUM(AMOUNT)"), ("EXPRESS", "NULL")):
-        cur.execute(
-            f"SELECT ORDER_DATE, COUNT(*), {amount_sql} FROM {table} WHERE ORDER_DATE BETWEEN %s AND %s GROUP BY 1",
-            (first, last),
-        )
-        for day, rows, total in cur.fetchall():
-            found[(day, table)] = (int(rows), None if total is None else round(float(total), 2))
-    for t in totals:
-        rows, amount = found.get((t.day, t.table), (0, 0.0 if t.table == "ORDERS" else None))
-        if rows != t.rows or (t.amount is not None and abs((amount or 0) - t.amount) > 0.005):
-            raise EcomError(
-                f"archive check failed for {t.table} on {t.day}: TiDB had {t.rows} rows, the warehouse has {rows}",
-                "run the archive for that day again",
-            )

@@ -17,7 +17,7 @@ import pymysql
 from faker import Faker
 
 from loaders.bulk import load_frame
-from runner import tidb
+from runner import failpoints, tidb
 from runner.config import Settings
 from runner.errors import EcomError
 
@@ -252,7 +252,7 @@ def generate(settings: Settings, spec: GenerateSpec, progress: Progress | None =
         tidb.require_schema(conn, cfg)
         _allow_explicit_keys(conn)
         with conn.cursor() as cur:
-            for table in ("dataset_info", "orders", "users", "items"):
+            for table in ("dataset_info", "archive_purges", "orders", "users", "items"):
                 cur.execute(f"TRUNCATE TABLE `{cfg.database}`.{table}")
             cur.execute(f"TRUNCATE TABLE `{cfg.express_database}`.express")
         report("users", load_frame(conn, f"`{cfg.database}`.users", users), spec.users)
@@ -264,6 +264,8 @@ def generate(settings: Settings, spec: GenerateSpec, progress: Progress | None =
             amount_cents += int(np.round(block["amount"].to_numpy() * 100).sum())
             done += len(block)
             report("orders", done, spec.orders)
+            failpoints.hit("generate.between_batches")  # crash tests: some blocks loaded, the rest not
+        failpoints.hit("generate.before_dataset_info")  # every row loaded, nothing yet says the data is whole
         with conn.cursor() as cur:
             cur.execute(
                 f"INSERT INTO `{cfg.database}`.dataset_info VALUES (1, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -278,6 +280,7 @@ def generate(settings: Settings, spec: GenerateSpec, progress: Progress | None =
                     now,
                 ),
             )
+    failpoints.hit("generate.before_run_log")  # the data is whole; the pipeline has not logged the run yet
     return GenerateResult(
         users=spec.users,
         items=spec.items,

@@ -21,3 +21,7 @@ def redact(text: str, secrets: list[str]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+class TransientError(EcomError):
+    """A failure that may pass by itself (the server restarting, a network blip): retried before reported."""

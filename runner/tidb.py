@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import pymysql
 import pymysql.cursors
 
 from runner.config import Settings, TiDBConfig
-from runner.errors import EcomError, redact
+from runner.errors import EcomError, TransientError, redact
 
 SQL_DIR = Path(__file__).parent / "sql"
 # MySQL error codes that mean "your credentials or names are wrong", as opposed to a server that is down.
@@ -74,7 +75,7 @@ def connect(
             ) from None
         if code == _UNKNOWN_DATABASE:
             raise EcomError(f"database {database!r} does not exist on {cfg.address}", "run `ecom init`") from None
-        raise EcomError(
+        raise TransientError(
             f"cannot reach TiDB at {cfg.host}:{cfg.port} ({message})",
             "start a MySQL-protocol server there or set TIDB_HOST/TIDB_PORT (e.g. TiDB on port 4000)",
         ) from None
@@ -88,6 +89,28 @@ def connection(settings: Settings, database: str | None = None) -> Iterator[pymy
         yield conn
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def exclusive(conn: pymysql.connections.Connection, name: str, doing: str, wait_seconds: int = 3) -> Iterator[None]:
+    """Hold the server-wide named lock `name` for the block, or stop with a clear message if another
+    session holds it. The server frees it if this process dies, so a crash never leaves it taken."""
+    key = "ecom:" + hashlib.sha1(name.encode()).hexdigest()[:40]  # the server caps lock names at 64 chars
+    with conn.cursor() as cur:
+        if scalar(cur, "SELECT GET_LOCK(%s, %s)", (key, wait_seconds)) != 1:
+            holder = scalar(cur, "SELECT IS_USED_LOCK(%s)", (key,))
+            raise EcomError(
+                f"another {doing} is running (TiDB connection {holder}); two at once could both write",
+                "wait for it to finish, then run this again",
+            )
+    try:
+        yield
+    finally:
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT RELEASE_LOCK(%s)", (key,))
+        except pymysql.err.Error:
+            pass  # the connection is gone, and the server freed the lock with it
 
 
 def scalar(cur: pymysql.cursors.Cursor, sql: str, params: tuple[object, ...] = ()) -> Any:

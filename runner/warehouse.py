@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from runner.config import Settings, WarehouseConfig
@@ -87,3 +87,12 @@ def table_exists(conn: Any, cfg: WarehouseConfig, schema: str, table: str) -> bo
         (schema.upper(), table.upper()),
     )
     return int(cur.fetchone()[0]) > 0
+
+
+def frames(cfg: WarehouseConfig, cur: Any, sql: str, params: Sequence[object] = ()) -> Iterator[Any]:
+    """The result of a query as pandas frames, in the connector's Arrow batches (bounded memory)."""
+    cur.execute(sql, params)
+    if cfg.is_standin:  # fakesnow has no fetch_pandas_batches: callers bound their queries (e.g. by days)
+        yield cur.fetch_pandas_all()
+        return
+    yield from cur.fetch_pandas_batches()
