@@ -146,10 +146,18 @@ def check_range(settings: Settings, first: dt.date, last: dt.date) -> None:
         raise EcomError(f"{first}..{last} spans more than ten years", "archive a shorter range")
 
 
-def _stream(cur: Any, sql: str, params: tuple[object, ...]) -> Iterator[list[tuple[object, ...]]]:
+def stream_rows(cur: Any, sql: str, params: tuple[object, ...]) -> Iterator[list[tuple[object, ...]]]:
     cur.execute(sql, params)
     while rows := cur.fetchmany(FETCH_ROWS):
         yield rows
+
+
+def to_frame(extract: Extract, rows: list[tuple[object, ...]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=list(extract.column_types))
+    for column, sql_type in extract.column_types.items():
+        if sql_type.startswith("TIMESTAMP"):
+            frame[column] = pd.to_datetime(frame[column])
+    return frame
 
 
 def _stage_name(table: str, run_id: str) -> str:
@@ -164,12 +172,8 @@ def _write_stage(
     from snowflake.connector import pandas_tools  # looked up at call time: the stand-in patches it
 
     wconn.cursor().execute(f"CREATE OR REPLACE TABLE {stage} ({extract.stage_columns})")
-    columns = [c.split()[0] for c in extract.stage_columns.split(", ")]
     for rows in chunks:
-        frame = pd.DataFrame.from_records(rows, columns=columns)
-        for column in columns:
-            if column.endswith("_AT"):
-                frame[column] = pd.to_datetime(frame[column])
+        frame = to_frame(extract, rows)
         ok, _, written, _ = pandas_tools.write_pandas(
             wconn,
             frame,
@@ -232,11 +236,11 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
                         read[extract.table] = {}
                         params = (start, end) if extract.day_column else ()
                         stage = _stage_name(extract.table, run_id)
-                        chunks = _stream(cur, extract.select, params)
+                        chunks = stream_rows(cur, extract.select, params)
                         for frame in _write_stage(wconn, cfg_w, stage, extract, chunks):
                             counts[extract.table] += len(frame)
                             fingerprint.merge(
-                                read[extract.table], extract.fingerprints(frame, _day_of(extract, frame, last))
+                                read[extract.table], extract.fingerprints(frame, day_of(extract, frame, last))
                             )
                             report(extract.table.lower(), counts[extract.table], 0)
                             failpoints.hit("archive.between_batches")
@@ -254,7 +258,7 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
     )
 
 
-def _day_of(extract: Extract, frame: pd.DataFrame, snapshot_day: dt.date) -> pd.Series:
+def day_of(extract: Extract, frame: pd.DataFrame, snapshot_day: dt.date) -> pd.Series:
     """Each row's business day; a dimension snapshot is filed under the last day archived."""
     if extract.day_column is None:
         return pd.Series(snapshot_day, index=frame.index)

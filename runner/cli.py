@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from loaders.archive import parse_day
 from loaders.generate import GenerateSpec
 from loaders.stream import StreamSpec, stream
+from loaders.verify import verify_tables
 from runner import dbt, pipeline, serving, tidb
 from runner.config import Settings
 from runner.errors import EcomError, redact
@@ -74,13 +76,13 @@ def spec_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _day_range(date: str | None, first: str | None, last: str | None, settings: Settings) -> tuple[dt.date, dt.date]:
-    if date and (first or last):
+    if date is not None and (first is not None or last is not None):
         raise EcomError("--date cannot be combined with --from/--to", "use one or the other")
-    if date:
+    if date is not None:  # not a truth test: `--date ""` is a bad date, not "yesterday"
         day = parse_day(date, "--date")
         return day, day
-    if first or last:
-        if not (first and last):
+    if first is not None or last is not None:
+        if first is None or last is None:
             raise EcomError("--from and --to go together", "give both, e.g. --from 2026-01-01 --to 2026-01-31")
         return parse_day(first, "--from"), parse_day(last, "--to")
     yesterday = settings.today() - dt.timedelta(days=1)
@@ -144,30 +146,83 @@ def stream_command(rate: float, duration: float | None, seed: int | None) -> Non
 @click.option("--date", "date", default=None, help="One business day, YYYY-MM-DD (default: yesterday).")
 @click.option("--from", "first", default=None, help="First day of a range, YYYY-MM-DD.")
 @click.option("--to", "last", default=None, help="Last day of a range (included).")
+@click.option(
+    "--recheck-days",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 3660),
+    help="Also verify the N days before, and archive again those that changed (late rows, moved shipments).",
+)
+@click.option(
+    "--purge-older-than",
+    "purge_days",
+    default=None,
+    type=click.IntRange(1, 36500),
+    help="Then delete from TiDB the days older than N days that the warehouse is proven to hold (off by default).",
+)
 @json_option
-def archive(date: str | None, first: str | None, last: str | None, as_json: bool) -> None:
+def archive(
+    date: str | None, first: str | None, last: str | None, recheck_days: int, purge_days: int | None, as_json: bool
+) -> None:
     """Copy whole days of orders and expresses (and users/items snapshots) into the warehouse."""
     settings = _settings()
     day_first, day_last = _day_range(date, first, last, settings)
     with _Bars() as bars:
-        result = pipeline.run_archive(settings, day_first, day_last, None if as_json else bars)
+        progress = None if as_json else bars
+        restored = pipeline.run_recheck(settings, day_first, recheck_days, progress)
+        result = pipeline.run_archive(settings, day_first, day_last, progress)
+        purged = pipeline.run_purge(settings, purge_days, progress) if purge_days is not None else None
+    summary = {
+        "first_day": result.first_day,
+        "last_day": result.last_day,
+        "orders": result.orders,
+        "express": result.express,
+        "users": result.users,
+        "items": result.items,
+        "amount": result.amount,
+        "rearchived_days": restored,
+        "purged_days": purged.purged if purged else [],
+        "purge_kept_days": purged.kept if purged else [],
+    }
     if as_json:
-        dump_json(
-            {
-                "first_day": result.first_day,
-                "last_day": result.last_day,
-                "orders": result.orders,
-                "express": result.express,
-                "users": result.users,
-                "items": result.items,
-                "amount": result.amount,
-            }
-        )
+        dump_json(summary)
         return
     console.print(
         f"archived {day_first}..{day_last}: {result.orders} orders, {result.express} expresses "
         f"(amount {result.amount:,.2f}); snapshots of {result.users} users and {result.items} items"
     )
+    if recheck_days:
+        days = ", ".join(str(d) for d in restored) or "none"
+        console.print(f"rechecked the {recheck_days} days before {day_first}: archived again {days}")
+    if purged is not None:
+        console.print(
+            f"purged {len(purged.purged)} days before {purged.cutoff} from TiDB ({purged.orders} orders, "
+            f"{purged.express} expresses), each proven in the warehouse"
+            + (f"; kept {len(purged.kept)} unproven days (see `ecom verify`)" if purged.kept else "")
+        )
+
+
+@cli.command()
+@click.option("--from", "first", default=None, help="First day, YYYY-MM-DD (default: the first day archived).")
+@click.option("--to", "last", default=None, help="Last day, included (default: the last day archived).")
+@json_option
+def verify(first: str | None, last: str | None, as_json: bool) -> None:
+    """Compare TiDB and the warehouse per day and table: rows, amounts, checksums (exit 1 on a difference)."""
+    settings = _settings()
+    explicit = first is not None or last is not None
+    day_first, day_last = _day_range(None, first, last, settings) if explicit else (None, None)
+    report = pipeline.run_verify(settings, day_first, day_last)
+    show(verify_tables(report), as_json)
+    if not report.ok:
+        bad = [c for c in report.checks if not c.ok]
+        days = report.days(*{c.state for c in bad})
+        where = f"{days[0]}..{days[-1]}" if days else "the snapshots"
+        raise EcomError(
+            f"{len(bad)} of {len(report.checks)} checks differ ({where})",
+            f"archive those days again: `ecom archive --from {days[0]} --to {days[-1]}`"
+            if days
+            else "run `ecom archive` to refresh the snapshots",
+        )
 
 
 def _as_of(value: str | None, settings: Settings) -> dt.date:
@@ -287,8 +342,24 @@ def _secrets() -> list[str]:
     return [os.environ.get(name, "") for name in ("TIDB_PASSWORD", "SNOWFLAKE_PASSWORD", "SNOWSQL_PWD")]
 
 
+def _clean(message: str) -> str:
+    """An error message as one line without secrets (a driver may echo a hostile value's newlines)."""
+    return " ".join(redact(message, _secrets()).split())
+
+
+def _log_warnings_to_stderr() -> None:
+    """The library's warnings (a retried step, say) reach the user as `warning: …` lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    log = logging.getLogger("ecom")
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING)
+    log.propagate = False
+
+
 def main() -> None:
     """Run the CLI: a user-fixable failure is one line on stderr and exit code 1, never a traceback."""
+    _log_warnings_to_stderr()
     try:
         code = cli.main(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
@@ -299,19 +370,19 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except EcomError as exc:
-        errors.print(f"error: {redact(str(exc), _secrets())}", markup=False)
+        errors.print(f"error: {_clean(str(exc))}", markup=False)
         sys.exit(1)
     except KeyboardInterrupt:
         errors.print("interrupted")
         sys.exit(130)
     except pymysql.err.MySQLError as exc:
-        errors.print(f"error: TiDB said: {redact(str(exc), _secrets())} — check the server and rerun", markup=False)
+        errors.print(f"error: TiDB said: {_clean(str(exc))} — check the server and rerun", markup=False)
         sys.exit(1)
     except Exception as exc:
         if os.environ.get("ECOM_DEBUG"):
             raise
         errors.print(
-            f"error: unexpected {type(exc).__name__}: {redact(str(exc), _secrets())} "
+            f"error: unexpected {type(exc).__name__}: {_clean(str(exc))} "
             "— rerun with ECOM_DEBUG=1 for a traceback and report it",
             markup=False,
         )

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from loaders import archive as archive_mod
 from loaders import export as export_mod
 from loaders import generate as generate_mod
+from loaders import purge as purge_mod
 from loaders import stream as stream_mod
-from runner import dbt, runs, serving, tidb, warehouse
+from loaders import verify as verify_mod
+from runner import dbt, retry, runs, serving, tidb, warehouse
 from runner.config import Settings
-from runner.errors import EcomError
+from runner.errors import EcomError, redact
+
+T = TypeVar("T")
+log = logging.getLogger("ecom")
 
 Progress = Callable[[str, int, int], None]
 HOT_ITEMS_WINDOW_DAYS = 7  # the dbt project's hot-items window: every day of it must be archived
@@ -27,7 +34,7 @@ def run_generate(
     spec.validate()
     # New business data makes the old archive describe orders that no longer exist: drop it first.
     archive_mod.forget(settings)
-    result = generate_mod.generate(settings, spec, progress)
+    result = retried(lambda: generate_mod.generate(settings, spec, progress))
     runs.record(
         settings,
         "generate",
@@ -37,16 +44,74 @@ def run_generate(
     return result
 
 
+def _warn_retry(attempt: int, delay: float, exc: BaseException) -> None:
+    log.warning("%s — retrying in %.1fs (attempt %d failed)", redact(str(exc), settings_secrets()), delay, attempt)
+
+
+def settings_secrets() -> list[str]:
+    return [os.environ.get(name, "") for name in ("TIDB_PASSWORD", "SNOWFLAKE_PASSWORD", "SNOWSQL_PWD")]
+
+
+def retried(action: Callable[[], T]) -> T:
+    """Run an idempotent step again after a transient failure (see runner.retry)."""
+    return retry.retrying(action, on_retry=_warn_retry)
+
+
 def run_archive(
     settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None
 ) -> archive_mod.ArchiveResult:
     started = settings.now()
-    result = archive_mod.archive(settings, first, last, progress)
+    result = retried(lambda: archive_mod.archive(settings, first, last, progress))
     runs.record(
         settings,
         "archive",
         started,
         f"{first}..{last}: {result.orders} orders, {result.express} expresses, amount {result.amount:.2f}",
+    )
+    return result
+
+
+def run_recheck(settings: Settings, before: dt.date, days: int, progress: Progress | None = None) -> list[dt.date]:
+    """Verify the `days` days before `before` and archive again those that changed since they were archived
+    (late rows, shipments that moved on). Purged days are left alone. Returns the days archived again."""
+    if days <= 0:
+        return []
+    first, last = before - dt.timedelta(days=days), before - dt.timedelta(days=1)
+    report = retried(lambda: verify_mod.verify(settings, first, last, daily_only=True))
+    stale = report.days(verify_mod.DIFFERS)
+    purged = {c.day for c in report.checks if c.state in (verify_mod.PURGED, verify_mod.PURGING)}
+    stale = [day for day in stale if day not in purged]
+    for low, high in _runs_of_days(stale):
+        run_archive(settings, low, high, progress)
+    return stale
+
+
+def _runs_of_days(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Sorted days as (first, last) ranges of consecutive days."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for day in days:
+        if ranges and day == ranges[-1][1] + dt.timedelta(days=1):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def run_verify(settings: Settings, first: dt.date | None, last: dt.date | None) -> verify_mod.VerifyReport:
+    if first is None or last is None:
+        first, last = verify_mod.default_range(settings)
+    return retried(lambda: verify_mod.verify(settings, first, last))
+
+
+def run_purge(settings: Settings, older_than_days: int, progress: Progress | None = None) -> purge_mod.PurgeResult:
+    started = settings.now()
+    result = retried(lambda: purge_mod.purge(settings, older_than_days, progress))
+    runs.record(
+        settings,
+        "purge",
+        started,
+        f"before {result.cutoff}: {len(result.purged)} days, {result.orders} orders, {result.express} expresses "
+        f"deleted from TiDB; {len(result.kept)} unproven days kept",
     )
     return result
 
@@ -61,7 +126,7 @@ def run_transform(settings: Settings, as_of: dt.date, quiet: bool = False) -> db
 
 def run_export(settings: Settings) -> export_mod.ExportResult:
     started = settings.now()
-    result = export_mod.export(settings)
+    result = retried(lambda: export_mod.export(settings))
     runs.record(
         settings,
         "export",
@@ -91,6 +156,8 @@ def require_archive(settings: Settings, as_of: dt.date) -> None:
     archived = {day for day in archived_order_days(settings) if day < as_of}
     if not archived:
         raise EcomError("the warehouse has no archived orders", "run `ecom archive` (after `ecom generate`) first")
+    if (as_of - dt.date.min).days < HOT_ITEMS_WINDOW_DAYS:  # the window would start before year 1
+        raise EcomError(f"as of {as_of} there is no whole week before it to model", "pick a later as-of date")
     window = [as_of - dt.timedelta(days=d) for d in range(HOT_ITEMS_WINDOW_DAYS, 0, -1)]
     missing = [day for day in window if day not in archived]
     if missing:

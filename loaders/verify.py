@@ -1,0 +1,230 @@
+"""Reconciliation: TiDB and the warehouse compared per day and table (rows, amount, checksum of the rows).
+
+A difference means the archive of that day is not what TiDB holds now: a late row, a shipment whose
+status moved on, a day never archived or a warehouse edited by hand. Re-archiving the day mends it,
+except for a purged day, whose rows TiDB no longer holds: there the warehouse must still equal what
+was proven when the day was purged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from loaders import fingerprint
+from loaders.archive import DAILY_TABLES, Prints, check_range, day_of, extracts, read_back, stream_rows, to_frame
+from runner import tidb, warehouse
+from runner.config import Settings
+from runner.errors import EcomError
+from runner.serving import Table
+
+Fingerprint = fingerprint.Fingerprint
+
+OK, DIFFERS, PURGED, PURGING = "ok", "differs", "purged", "purge unfinished"
+
+
+@dataclass(frozen=True)
+class Check:
+    day: dt.date | None  # None: a dimension snapshot (the whole table)
+    table: str
+    tidb: Fingerprint
+    warehouse: Fingerprint
+    state: str
+
+    @property
+    def ok(self) -> bool:
+        return self.state in (OK, PURGED)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    first: dt.date
+    last: dt.date
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def days(self, *states: str) -> list[dt.date]:
+        """The days of whose daily tables one is in one of `states`."""
+        return sorted({c.day for c in self.checks if c.day is not None and c.state in states})
+
+    def proven_days(self) -> list[dt.date]:
+        """Days where TiDB and the warehouse hold exactly the same orders and expresses."""
+        bad = set(self.days(DIFFERS, PURGED, PURGING))
+        return [day for day in self.days(OK) if day not in bad]
+
+
+@dataclass(frozen=True)
+class Purge:
+    """A day the cold purge started or finished deleting from TiDB, and the fingerprints it proved."""
+
+    day: dt.date
+    state: str  # 'purging' or 'purged'
+    prints: dict[str, Fingerprint]
+
+    @staticmethod
+    def encode(prints: dict[str, Fingerprint]) -> tuple[int, int, Decimal, str]:
+        orders, express = prints["ORDERS"], prints["EXPRESS"]
+        return orders.rows, express.rows, Decimal(orders.cents) / 100, f"{orders.hex}:{express.hex}"
+
+    @classmethod
+    def decode(cls, row: tuple[Any, ...]) -> Purge:
+        day, orders, express, amount, checksum, state = row
+        order_hex, express_hex = str(checksum).split(":")
+        cents = round(Decimal(amount) * 100)
+        return cls(
+            day,
+            state,
+            {
+                "ORDERS": Fingerprint(int(orders), cents, int(order_hex, 16)),
+                "EXPRESS": Fingerprint(int(express), 0, int(express_hex, 16)),
+            },
+        )
+
+
+def purges(conn: Any, database: str, first: dt.date, last: dt.date) -> dict[dt.date, Purge]:
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT day, orders, express, amount, checksum, state FROM `{database}`.archive_purges "
+            "WHERE day BETWEEN %s AND %s",
+            (first, last),
+        )
+        return {row[0]: Purge.decode(row) for row in cur.fetchall()}
+
+
+def archived_range(settings: Settings) -> tuple[dt.date, dt.date] | None:
+    """The first and last day the archive log knows of (None: nothing archived yet)."""
+    with warehouse.session(settings) as cfg:
+        conn = warehouse.connect(cfg)
+        try:
+            if not warehouse.table_exists(conn, cfg, cfg.raw_schema, "ARCHIVE_LOG"):
+                return None
+            cur = conn.cursor()
+            cur.execute("SELECT MIN(ARCHIVE_DATE), MAX(ARCHIVE_DATE) FROM ARCHIVE_LOG WHERE TABLE_NAME = 'ORDERS'")
+            first, last = cur.fetchone()
+        finally:
+            conn.close()
+    return None if first is None else (first, last)
+
+
+def _tidb_prints(settings: Settings, first: dt.date, last: dt.date, daily_only: bool) -> dict[str, Prints]:
+    cfg = settings.tidb
+    start, end = dt.datetime.combine(first, dt.time()), dt.datetime.combine(last + dt.timedelta(days=1), dt.time())
+    prints: dict[str, Prints] = {}
+    conn = tidb.connect(settings, cfg.database, streaming=True)
+    try:
+        tidb.require_schema(conn, cfg)
+        with conn.cursor() as cur:
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")  # orders and expresses of one moment
+            for extract in extracts(cfg.database, cfg.express_database):
+                if daily_only and extract.day_column is None:
+                    continue
+                prints[extract.table] = {}
+                params = (start, end) if extract.day_column else ()
+                for rows in stream_rows(cur, extract.select, params):
+                    frame = to_frame(extract, rows)
+                    fingerprint.merge(prints[extract.table], extract.fingerprints(frame, day_of(extract, frame, last)))
+            cur.execute("COMMIT")
+    finally:
+        conn.close()
+    return prints
+
+
+def _warehouse_prints(settings: Settings, first: dt.date, last: dt.date, daily_only: bool) -> dict[str, Prints]:
+    with warehouse.session(settings) as cfg:
+        conn = warehouse.connect(cfg)
+        try:
+            prints: dict[str, Prints] = {}
+            for extract in extracts("_", "_"):
+                if daily_only and extract.day_column is None:
+                    continue
+                exists = warehouse.table_exists(conn, cfg, cfg.raw_schema, extract.table)
+                prints[extract.table] = read_back(conn, cfg, extract, first, last) if exists else {}
+            return prints
+        finally:
+            conn.close()
+
+
+def verify(settings: Settings, first: dt.date, last: dt.date, daily_only: bool = False) -> VerifyReport:
+    """Compare [first, last] on both sides; the dimension snapshots too unless `daily_only`."""
+    check_range(settings, first, last)
+    on_tidb = _tidb_prints(settings, first, last, daily_only)
+    in_warehouse = _warehouse_prints(settings, first, last, daily_only)
+    with tidb.connection(settings, settings.tidb.database) as conn:
+        purged = purges(conn, settings.tidb.database, first, last)
+    empty = Fingerprint()
+    checks: list[Check] = []
+    for offset in range((last - first).days + 1):
+        day = first + dt.timedelta(days=offset)
+        for table in DAILY_TABLES:
+            have, held = on_tidb[table].get(day, empty), in_warehouse[table].get(day, empty)
+            if day in purged:
+                # TiDB no longer holds the day: the warehouse must still hold what the purge proved
+                proven = purged[day].prints[table]
+                finished = purged[day].state == "purged" and have == empty
+                state = (PURGED if finished else PURGING) if held == proven else DIFFERS
+            else:
+                state = OK if have == held else DIFFERS
+            checks.append(Check(day, table, have, held, state))
+    for table in sorted(set(on_tidb) - set(DAILY_TABLES)):
+        have, held = on_tidb[table].get(last, empty), in_warehouse[table].get(last, empty)
+        checks.append(Check(None, table, have, held, OK if have == held else DIFFERS))
+    return VerifyReport(first, last, checks)
+
+
+def default_range(settings: Settings) -> tuple[dt.date, dt.date]:
+    """Everything archived so far."""
+    found = archived_range(settings)
+    if found is None:
+        raise EcomError("the warehouse has no archived days to verify", "run `ecom archive` first")
+    return found
+
+
+def verify_tables(report: VerifyReport) -> list[Table]:
+    """A summary per table, then every check that is not equal (all of them in JSON)."""
+    summary = []
+    for table in dict.fromkeys(c.table for c in report.checks):
+        checks = [c for c in report.checks if c.table == table]
+        summary.append(
+            (
+                table,
+                len(checks),
+                sum(c.state == OK for c in checks),
+                sum(c.state == PURGED for c in checks),
+                sum(not c.ok for c in checks),
+                sum(c.tidb.rows for c in checks),
+                sum(c.warehouse.rows for c in checks),
+                _money(sum(c.tidb.cents for c in checks)) if table == "ORDERS" else None,
+                _money(sum(c.warehouse.cents for c in checks)) if table == "ORDERS" else None,
+            )
+        )
+    columns = ["table", "checks", "equal", "purged", "differ", "TiDB rows", "warehouse rows"]
+    tables = [
+        Table(
+            f"Verify {report.first}..{report.last}: TiDB vs warehouse",
+            [*columns, "TiDB amount", "warehouse amount"],
+            summary,
+            note="all equal" if report.ok else "differences below",
+        )
+    ]
+    bad = [c for c in report.checks if not c.ok]
+    if bad:
+        tables.append(
+            Table(
+                "Checks that differ",
+                ["day", "table", "state", "TiDB rows", "warehouse rows", "TiDB checksum", "warehouse checksum"],
+                [
+                    (c.day or "snapshot", c.table, c.state, c.tidb.rows, c.warehouse.rows, c.tidb.hex, c.warehouse.hex)
+                    for c in bad
+                ],
+            )
+        )
+    return tables
+
+
+def _money(cents: int) -> Decimal:
+    return Decimal(cents) / 100
