@@ -96,7 +96,7 @@ def exclusive(conn: pymysql.connections.Connection, name: str, doing: str, wait_
     """Hold the server-wide named lock `name` for the block, or stop with a clear message if another
     session holds it. The server frees it if this process dies, so a crash never leaves it taken."""
     key = "ecom:" + hashlib.sha1(name.encode()).hexdigest()[:40]  # the server caps lock names at 64 chars
-    with conn.cursor() as cur:
+    with conn.cursor(pymysql.cursors.Cursor) as cur:  # buffered, also on a streaming connection
         if scalar(cur, "SELECT GET_LOCK(%s, %s)", (key, wait_seconds)) != 1:
             holder = scalar(cur, "SELECT IS_USED_LOCK(%s)", (key,))
             raise EcomError(
@@ -107,7 +107,7 @@ def exclusive(conn: pymysql.connections.Connection, name: str, doing: str, wait_
         yield
     finally:
         try:
-            with conn.cursor() as cur:
+            with conn.cursor(pymysql.cursors.Cursor) as cur:
                 cur.execute("SELECT RELEASE_LOCK(%s)", (key,))
         except pymysql.err.Error:
             pass  # the connection is gone, and the server freed the lock with it

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from runner.config import Settings, WarehouseConfig
-from runner.errors import EcomError, redact
+from runner.errors import EcomError, TransientError, redact
 
 _standin_depth = 0
 
@@ -38,19 +38,24 @@ def session(settings: Settings) -> Iterator[WarehouseConfig]:
     try:
         patch = fakesnow.patch(db_path=str(settings.warehouse_dir))
         patch.__enter__()
-    except Exception as exc:  # duckdb raises IOException for a lock held by another process
-        if "lock" in str(exc).lower():
-            raise EcomError(
-                f"the local warehouse under {settings.warehouse_dir} is in use by another process",
-                "wait for the other ecom command to finish (the stand-in allows one process at a time)",
-            ) from None
-        raise
+    except Exception as exc:
+        raise _standin_in_use(exc) from None
     _standin_depth += 1
     try:
         yield cfg
     finally:
         _standin_depth -= 1
         patch.__exit__(None, None, None)
+
+
+def _standin_in_use(exc: Exception) -> Exception:
+    """The stand-in's files take one process at a time: duckdb says so with an IOException about a lock."""
+    if "lock" not in str(exc).lower():
+        return exc
+    return EcomError(
+        "the local warehouse (fakesnow) is in use by another process",
+        "wait for the other ecom command to finish (the stand-in allows one process at a time)",
+    )
 
 
 def connect(cfg: WarehouseConfig) -> Any:
@@ -61,10 +66,16 @@ def connect(cfg: WarehouseConfig) -> Any:
         conn = snowflake.connector.connect(**cfg.connect_args())
     except snowflake.connector.errors.Error as exc:
         message = redact(getattr(exc, "raw_msg", None) or str(exc), [cfg.password])
+        if isinstance(exc, snowflake.connector.errors.OperationalError):  # the network, not the login: retried
+            raise TransientError(f"cannot reach Snowflake account {cfg.account!r} ({message})") from None
         raise EcomError(
             f"cannot connect to Snowflake account {cfg.account!r} as {cfg.user!r} ({message})",
             "check the SNOWFLAKE_* settings your profile reads",
         ) from None
+    except Exception as exc:
+        if cfg.is_standin:
+            raise _standin_in_use(exc) from None
+        raise
     cur = conn.cursor()
     try:
         if cfg.is_standin:

@@ -1,0 +1,313 @@
+"""Nothing lost, nothing doubled: the archive killed at every step, rerun and reconciled; late rows,
+midnight, a concurrent writer, a second archive, a dropped connection and the cold purge."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from loaders import archive, verify
+from loaders.generate import GenerateSpec
+from loaders.stream import StreamSpec, stream
+from runner import pipeline, retry, tidb, warehouse
+from runner.config import Settings, TiDBConfig
+from runner.errors import EcomError
+from tests.conftest import drop_databases, env_for, make_settings
+
+SPEC = GenerateSpec(users=1_500, items=200, orders=12_000, days=20, seed=5)
+CRASH_POINTS = ["archive.between_batches", "archive.after_stage", "archive.before_log_rows", "archive.after_publish"]
+
+
+@pytest.fixture(scope="module")
+def shop(server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    settings = make_settings(server, Path(tmp_path_factory.mktemp("safety")), "safe")
+    tidb.init_schema(settings)
+    pipeline.run_generate(settings, SPEC)
+    pipeline.run_archive(settings, *history(settings))
+    yield settings
+    drop_databases(settings)
+
+
+def history(settings: Settings) -> tuple[dt.date, dt.date]:
+    today = settings.today()
+    return today - dt.timedelta(days=SPEC.days), today - dt.timedelta(days=1)
+
+
+def tidb_rows(settings: Settings, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+
+
+def raw_rows(settings: Settings, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    with warehouse.session(settings) as cfg:
+        conn = warehouse.connect(cfg)
+        try:
+            cur = conn.cursor()
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+        finally:
+            conn.close()
+
+
+def add_order(settings: Settings, at: dt.datetime, amount: str = "12.34") -> int:
+    """A new order with its express row, committed now but stamped `at`."""
+    with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO orders (user_id, item_id, item_count, amount, created_at) VALUES (7, 3, 1, %s, %s)",
+            (amount, at),
+        )
+        order_id = int(cur.lastrowid)
+        cur.execute(
+            f"INSERT INTO `{settings.tidb.express_database}`.express (order_id, carrier, tracking_no, status, "
+            "updated_at) VALUES (%s, 'SF', %s, 'created', %s)",
+            (order_id, f"SF{order_id}", at),
+        )
+    return order_id
+
+
+def assert_whole(settings: Settings, first: dt.date, last: dt.date) -> None:
+    """Nothing lost, nothing doubled: verify finds every day equal, RAW keys are unique, the log agrees."""
+    report = verify.verify(settings, first, last)
+    assert report.ok, [c for c in report.checks if not c.ok]
+    for table, key in (("ORDERS", "ID"), ("EXPRESS", "ORDER_ID")):
+        ((rows, keys),) = raw_rows(settings, f"SELECT COUNT(*), COUNT(DISTINCT {key}) FROM {table}")
+        assert rows == keys, f"{table} holds {rows - keys} doubled rows"
+    logged = raw_rows(
+        settings,
+        "SELECT l.ARCHIVE_DATE, l.ROW_COUNT, COUNT(o.ID) FROM ARCHIVE_LOG l LEFT JOIN ORDERS o "
+        "ON o.ORDER_DATE = l.ARCHIVE_DATE WHERE l.TABLE_NAME = 'ORDERS' "
+        "GROUP BY 1, 2 HAVING l.ROW_COUNT <> COUNT(o.ID)",
+    )
+    assert logged == [], f"log rows that disagree with the data: {logged}"
+    stages = raw_rows(
+        settings,
+        f"SELECT table_name FROM {settings.warehouse().database}.information_schema.tables "
+        "WHERE table_name LIKE '%STAGE%'",
+    )
+    assert stages == []
+
+
+def run_cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        env={**env_for(settings), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_archive_killed_then_rerun_loses_and_doubles_nothing(shop: Settings, point: str) -> None:
+    first, last = history(shop)
+    late_day = last - dt.timedelta(days=2)
+    late_id = add_order(shop, dt.datetime.combine(late_day, dt.time(13, 0)))  # the killed run's new content
+    before = raw_rows(shop, "SELECT COUNT(*) FROM ORDERS")[0][0]
+
+    killed = run_cli(shop, "archive", "--from", str(first), "--to", str(last), ECOM_FAILPOINT=point)
+    assert killed.returncode == -9, killed.stderr
+
+    holds_late = raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ID = %s", (late_id,))[0][0]
+    after_kill = raw_rows(shop, "SELECT COUNT(*) FROM ORDERS")[0][0]
+    if point == "archive.after_publish":  # committed: the new set is whole
+        assert (holds_late, after_kill) == (1, before + 1)
+    else:  # killed before the commit: the old set is whole
+        assert (holds_late, after_kill) == (0, before)
+
+    pipeline.run_archive(shop, first, last)
+    assert_whole(shop, first, last)
+
+
+def test_a_second_archive_stops_while_one_runs(shop: Settings) -> None:
+    first, last = history(shop)
+    lock = archive.lock_name(shop, shop.warehouse())
+    with (
+        tidb.connection(shop) as other,
+        tidb.exclusive(other, lock, "archive"),
+        pytest.raises(EcomError, match="another archive into this warehouse is running"),
+    ):
+        pipeline.run_archive(shop, last, last)
+    # two real processes at once: one archives, the other stops with one clear line; the data stays whole
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "runner", "archive", "--from", str(first), "--to", str(last)],
+            env=env_for(shop),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outcomes = [(run.wait(timeout=300), run.communicate()[1]) for run in runs]
+    assert any(code == 0 for code, _ in outcomes), outcomes
+    for code, stderr in outcomes:
+        if code != 0:
+            assert code == 1 and "Traceback" not in stderr, stderr
+            assert "another archive" in stderr or "in use by another process" in stderr, stderr
+    assert_whole(shop, first, last)
+
+
+def test_late_rows_are_found_by_verify_and_picked_up_by_recheck(shop: Settings) -> None:
+    first, last = history(shop)
+    day = last - dt.timedelta(days=3)
+    add_order(shop, dt.datetime.combine(day, dt.time(23, 59, 59)))
+    report = verify.verify(shop, first, last)
+    assert not report.ok and report.days(verify.DIFFERS) == [day]
+    assert pipeline.run_recheck(shop, last, 5) == [day]
+    assert_whole(shop, first, last)
+
+
+def test_midnight_belongs_to_the_day_it_starts(shop: Settings) -> None:
+    _, yesterday = history(shop)
+    today = shop.today()
+    start_of_yesterday = add_order(shop, dt.datetime.combine(yesterday, dt.time()))
+    start_of_today = add_order(shop, dt.datetime.combine(today, dt.time()))
+    pipeline.run_archive(shop, yesterday, yesterday)
+    found = dict(
+        raw_rows(shop, "SELECT ID, ORDER_DATE FROM ORDERS WHERE ID IN (%s, %s)", (start_of_yesterday, start_of_today))
+    )
+    assert found == {start_of_yesterday: yesterday}
+    assert_whole(shop, yesterday, yesterday)
+
+
+def test_archive_while_the_stream_writes_today_and_the_boundary(shop: Settings) -> None:
+    _, yesterday = history(shop)
+    today = shop.today()
+    stop = threading.Event()
+    written: list[int] = []
+
+    def boundary_writer() -> None:
+        # rows stamped on both sides of midnight, committed while the archive reads
+        while not stop.is_set():
+            written.append(add_order(shop, dt.datetime.combine(yesterday, dt.time(23, 59, 59))))
+            written.append(add_order(shop, dt.datetime.combine(today, dt.time())))
+
+    threads = [
+        threading.Thread(target=boundary_writer),
+        threading.Thread(target=stream, args=(shop, StreamSpec(rate=40, duration=3, seed=9))),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        pipeline.run_archive(shop, yesterday, yesterday)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert written
+    assert raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ORDER_DATE >= %s", (today,))[0][0] == 0
+    # rows stamped yesterday that committed after the snapshot are late rows: the recheck picks them up
+    pipeline.run_recheck(shop, today, 1)
+    assert_whole(shop, yesterday, yesterday)
+
+
+def test_a_dropped_connection_is_retried(shop: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    _, last = history(shop)
+    killed: list[int] = []
+
+    def kill_the_reader(_table: str, _done: int, _total: int) -> None:
+        if killed:
+            return
+        with tidb.connection(shop) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+                (shop.tidb.database,),
+            )
+            for (thread_id,) in cur.fetchall():
+                cur.execute(f"KILL {int(thread_id)}")
+                killed.append(int(thread_id))
+
+    logging.getLogger("ecom").addHandler(caplog.handler)  # the CLI may have stopped propagation
+    try:
+        result = pipeline.run_archive(shop, last - dt.timedelta(days=1), last, kill_the_reader)
+    finally:
+        logging.getLogger("ecom").removeHandler(caplog.handler)
+    assert killed, "the archive's connection was not found"
+    assert any("retrying" in message for message in caplog.messages), caplog.messages
+    assert (
+        result.orders
+        == tidb_rows(
+            shop,
+            "SELECT COUNT(*) FROM orders WHERE created_at >= %s AND created_at < %s",
+            (last - dt.timedelta(days=1), shop.today()),
+        )[0][0]
+    )
+    assert_whole(shop, last - dt.timedelta(days=1), last)
+
+
+def test_retry_policy_retries_transient_failures_only() -> None:
+    calls: list[int] = []
+
+    def flaky(code: int, failures: int) -> str:
+        calls.append(code)
+        if len(calls) <= failures:
+            raise pymysql.err.OperationalError(code, "simulated by the test")
+        return "done"
+
+    fast = retry.RetryPolicy(attempts=3, first_delay=0.001)
+    assert retry.retrying(lambda: flaky(2013, 2), fast) == "done" and len(calls) == 3  # lost connection
+    calls.clear()
+    with pytest.raises(pymysql.err.OperationalError):
+        retry.retrying(lambda: flaky(1205, 5), fast)  # lock wait timeout: bounded in attempts
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(pymysql.err.OperationalError):
+        retry.retrying(lambda: flaky(1045, 5), fast)  # wrong password: at once
+    assert len(calls) == 1
+    calls.clear()
+    with pytest.raises(pymysql.err.OperationalError):
+        retry.retrying(lambda: flaky(2013, 5), retry.RetryPolicy(attempts=10, first_delay=0.2, budget=0.3))
+    assert len(calls) < 10  # bounded in time as well
+
+
+def test_purge_deletes_only_proven_days_and_resumes_after_a_kill(shop: Settings) -> None:
+    first, last = history(shop)
+    pipeline.run_archive(shop, first, last)
+    unproven = first + dt.timedelta(days=1)
+    add_order(shop, dt.datetime.combine(unproven, dt.time(9)))  # a late row the warehouse lacks
+    older_than = SPEC.days - 4  # purges the first 4 days of history
+    cutoff = shop.today() - dt.timedelta(days=older_than)
+    in_tidb = dict(
+        tidb_rows(shop, "SELECT DATE(created_at), COUNT(*) FROM orders WHERE created_at < %s GROUP BY 1", (cutoff,))
+    )
+
+    killed = run_cli(
+        shop,
+        "archive",
+        "--date",
+        str(last),
+        "--purge-older-than",
+        str(older_than),
+        ECOM_FAILPOINT="purge.between_batches",
+    )
+    assert killed.returncode == -9, killed.stderr
+    states = dict(tidb_rows(shop, "SELECT day, state FROM archive_purges"))
+    assert states and set(states.values()) == {"purging"} and unproven not in states
+
+    result = pipeline.run_purge(shop, older_than)
+    assert result.kept == [unproven]
+    assert sorted(states) == result.purged
+    left = dict(
+        tidb_rows(shop, "SELECT DATE(created_at), COUNT(*) FROM orders WHERE created_at < %s GROUP BY 1", (cutoff,))
+    )
+    assert left == {unproven: in_tidb[unproven]}, "only the unproven day stays in TiDB"
+    report = verify.verify(shop, first, cutoff - dt.timedelta(days=1))
+    assert [c.day for c in report.checks if c.state == verify.PURGED] == [
+        d for d in sorted(states) for _ in ("ORDERS", "EXPRESS")
+    ]
+    assert report.days(verify.DIFFERS) == [unproven]
+    with pytest.raises(EcomError, match="purged from TiDB"):
+        pipeline.run_archive(shop, first, last)  # would empty the purged days in the warehouse
+    # the warehouse still holds every purged row once
+    held = raw_rows(shop, "SELECT COUNT(*), COUNT(DISTINCT ID) FROM ORDERS WHERE ORDER_DATE < %s", (cutoff,))[0]
+    assert held[0] == held[1] == sum(in_tidb.values()) - 1
