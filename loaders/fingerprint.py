@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-_NULL_TEXT = "\x00"  # the canonical text of a NULL: distinct from every real string, the empty one included
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
@@ -50,8 +49,9 @@ def _canonical(frame: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
         column = frame[name]
         if sql_type.startswith("TIMESTAMP"):  # to whole seconds: the business tables keep seconds
             canonical[name] = pd.to_datetime(column).to_numpy(dtype="datetime64[s]").view(np.int64)
-        elif sql_type.startswith("VARCHAR"):
-            canonical[name] = column.where(column.notna(), _NULL_TEXT).astype(object)
+        elif sql_type.startswith("VARCHAR"):  # NULL is told from every string by a flag of its own
+            canonical[name] = column.where(column.notna(), "").astype(object)
+            canonical[f"{name} IS NULL"] = column.isna().to_numpy(dtype=np.int64)
         else:
             canonical[name] = _int64(column)
     return pd.DataFrame(canonical)
@@ -63,7 +63,8 @@ def by_day(
     """Fingerprints of the frame's rows per day (`day` gives each row's business day)."""
     if frame.empty:
         return {}
-    hashes = pd.util.hash_pandas_object(_canonical(frame, columns), index=False).to_numpy()
+    # categorize=False: factorizing first makes "" and "\x00" one category (so one hash) in pandas 2.3
+    hashes = pd.util.hash_pandas_object(_canonical(frame, columns), index=False, categorize=False).to_numpy()
     # Sum the two 32-bit halves separately: exact in int64 for up to 2^31 rows, no overflow to reason about.
     parts = pd.DataFrame(
         {
