@@ -163,6 +163,9 @@ def test_late_rows_are_found_by_verify_and_picked_up_by_recheck(shop: Settings) 
     add_order(shop, dt.datetime.combine(day, dt.time(23, 59, 59)))
     report = verify.verify(shop, first, last)
     assert not report.ok and report.days(verify.DIFFERS) == [day]
+    cli = run_cli(shop, "verify", "--from", str(first), "--to", str(last))
+    assert cli.returncode == 1 and str(day) in cli.stdout, cli.stdout + cli.stderr
+    assert cli.stderr.strip().count("\n") == 0 and "2 of " in cli.stderr and f"--from {day} --to {day}" in cli.stderr
     assert pipeline.run_recheck(shop, last, 5) == [day]
     assert_whole(shop, first, last)
 
