@@ -1,7 +1,11 @@
 """Reverse ETL: the marts go back to TiDB's serving tables, all of them swapped in at once.
 
 Each table is rebuilt aside (`<table>__new`), then one RENAME TABLE statement swaps every table in,
-so a reader sees the old set or the new set: never a mix, an empty table or stale rows.
+so a reader sees the old set or the new set: never a mix, an empty table or stale rows. Leftovers of
+an export killed half-way (`__new`, `__old`) are swept by the next one; exports into one database take
+turns (a named lock, released by the server when the session ends, even by a kill), so one export's sweep
+never drops another's half-built tables. Marts of different as-of dates (a transform killed between
+models) are refused rather than served side by side.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from typing import Any
 import pandas as pd
 
 from loaders.bulk import load_frame
-from runner import tidb, warehouse
+from runner import failpoints, tidb, warehouse
 from runner.config import Settings
 from runner.errors import EcomError
 
 FETCH_ROWS = 50_000
+LOCK_WAIT_SECONDS = 600  # how long an export waits for another one into the same database
 Progress = Callable[[str, int, int], None]
 
 
@@ -99,22 +104,47 @@ def _read_mart(wconn: Any, schema: str, spec: ServingTable) -> list[pd.DataFrame
     return frames
 
 
+def _one_as_of_date(marts: dict[str, list[pd.DataFrame]]) -> dt.date | None:
+    """The as-of date all marts share; an interrupted transform leaves some marts on another date."""
+    dates: dict[str, set[dt.date]] = {
+        table: {day for frame in frames for day in frame["as_of_date"].unique()} for table, frames in marts.items()
+    }
+    found = set().union(*dates.values())
+    if len(found) > 1:
+        detail = ", ".join(f"{table} {'/'.join(sorted(map(str, days)))}" for table, days in dates.items() if days)
+        raise EcomError(
+            f"the marts are not from one transform (as of: {detail})",
+            "rerun `ecom transform` (an earlier one did not finish), then `ecom export`",
+        )
+    return next(iter(found), None)
+
+
+def lock_name(database: str) -> str:
+    """The named lock (`tidb.exclusive`) that exports into `database` take turns on."""
+    return f"export:{database}"
+
+
 def export(settings: Settings, progress: Progress | None = None) -> ExportResult:
     report = progress or (lambda _table, _done, _total: None)
     cfg = settings.tidb
     db = f"`{cfg.database}`"
     exported_at = settings.now()
     rows: dict[str, int] = {}
-    as_of: dt.date | None = None
     with warehouse.session(settings) as wcfg:
         wconn = warehouse.connect(wcfg)
         try:
             marts = {spec.table: _read_mart(wconn, f"{wcfg.database}.{wcfg.schema}", spec) for spec in SERVING_TABLES}
         finally:
             wconn.close()
+    as_of = _one_as_of_date(marts)
     with tidb.connection(settings, cfg.database) as conn:
         tidb.require_schema(conn, cfg)
-        with conn.cursor() as cur:
+        # One at a time: else another export's sweep could drop our `__new` tables, and our RENAME swap in
+        # its half-built ones. A second export waits for the first (exports take seconds).
+        with (
+            tidb.exclusive(conn, lock_name(cfg.database), "export into this database", LOCK_WAIT_SECONDS),
+            conn.cursor() as cur,
+        ):
             for spec in SERVING_TABLES:
                 cur.execute(f"DROP TABLE IF EXISTS {db}.{spec.table}__new, {db}.{spec.table}__old")
                 cur.execute(f"CREATE TABLE {db}.{spec.table}__new LIKE {db}.{spec.table}")
@@ -123,12 +153,14 @@ def export(settings: Settings, progress: Progress | None = None) -> ExportResult
                     rows[spec.table] += load_frame(
                         conn, f"{db}.{spec.table}__new", frame.assign(exported_at=exported_at)
                     )
-                    if as_of is None and len(frame):
-                        as_of = frame["as_of_date"].iloc[0]
                 report(spec.table, rows[spec.table], rows[spec.table])
+                failpoints.hit("export.between_tables")  # crash tests: some `__new` tables built, the rest not
+            failpoints.hit("export.before_swap")  # every `__new` table built, readers still on the old set
             swaps = ", ".join(
                 f"{db}.{s.table} TO {db}.{s.table}__old, {db}.{s.table}__new TO {db}.{s.table}" for s in SERVING_TABLES
             )
             cur.execute(f"RENAME TABLE {swaps}")
+            failpoints.hit("export.after_swap")  # readers on the new set, the `__old` tables not dropped yet
             cur.execute(f"DROP TABLE {', '.join(f'{db}.{s.table}__old' for s in SERVING_TABLES)}")
+    failpoints.hit("export.before_run_log")  # the export is done; the pipeline has not logged the run yet
     return ExportResult(rows=rows, as_of_date=as_of)

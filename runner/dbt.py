@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from runner import warehouse
+from runner import failpoints, warehouse
 from runner.config import DBT_PROJECT_DIR, Settings
 from runner.errors import EcomError, redact
 
@@ -26,7 +28,9 @@ class DbtOutcome:
 def dbt_args(settings: Settings, args: list[str], as_of: dt.date | None = None) -> list[str]:
     """Project, profile, target and per-home paths, so test runs and the demo never share dbt state."""
     full = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(settings.profiles_dir)]
-    full += ["--target-path", str(settings.home / "dbt" / "target"), "--log-path", str(settings.home / "dbt" / "logs")]
+    if not args or args[0] not in ("debug", "deps"):  # the two commands without a --target-path option
+        full += ["--target-path", str(settings.home / "dbt" / "target")]
+    full += ["--log-path", str(settings.home / "dbt" / "logs")]
     if settings.target:
         full += ["--target", settings.target]
     if "--vars" not in args:  # a passthrough that brings its own vars keeps them
@@ -37,8 +41,17 @@ def dbt_args(settings: Settings, args: list[str], as_of: dt.date | None = None) 
     return full
 
 
-def run(settings: Settings, args: list[str], as_of: dt.date | None = None, quiet: bool = False) -> DbtOutcome:
-    """Invoke dbt in-process; the warehouse session (and the stand-in patch) is held for the call."""
+def run(
+    settings: Settings,
+    args: list[str],
+    as_of: dt.date | None = None,
+    quiet: bool = False,
+    callbacks: Sequence[Callable[[Any], None]] = (),
+) -> DbtOutcome:
+    """Invoke dbt in-process; the warehouse session (and the stand-in patch) is held for the call.
+
+    `callbacks` receive every dbt event (an EventMsg), as dbtRunner(callbacks=...) gives them.
+    """
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from dbt.cli.main import dbtRunner
 
@@ -46,7 +59,7 @@ def run(settings: Settings, args: list[str], as_of: dt.date | None = None, quiet
     if quiet:
         full = ["--quiet", *full]
     with warehouse.session(settings) as cfg:
-        result = dbtRunner().invoke(full)
+        result = dbtRunner(callbacks=list(callbacks)).invoke(full)
     if result.exception is not None:
         raise EcomError(
             f"dbt {args[0] if args else ''} failed: {redact(str(result.exception), [cfg.password])}",
@@ -58,10 +71,19 @@ def run(settings: Settings, args: list[str], as_of: dt.date | None = None, quiet
     return DbtOutcome(success=bool(result.success), command=full, results=nodes)
 
 
+def _crash_after_model(msg: Any) -> None:
+    """Crash tests: `transform.after_model.<model>` dies once that model is built (dbt's NodeFinished)."""
+    if msg.info.name == "NodeFinished" and msg.data.node_info.resource_type == "model":
+        failpoints.hit(f"transform.after_model.{msg.data.node_info.node_name}")
+
+
 def transform(settings: Settings, as_of: dt.date, quiet: bool = False) -> DbtOutcome:
     """`dbt build`: every model, test and unit test, for one as-of date."""
-    outcome = run(settings, ["build"], as_of, quiet=quiet)
+    # the failpoint callback sees every dbt event: registered only when a crash test arms failpoints
+    callbacks = [_crash_after_model] if failpoints.armed() else []
+    outcome = run(settings, ["build"], as_of, quiet=quiet, callbacks=callbacks)
     if not outcome.success:
         failed = ", ".join(outcome.failures[:5]) or "see the dbt log above"
         raise EcomError(f"dbt build failed ({failed})", "fix the failing models or tests, then rerun `ecom transform`")
+    failpoints.hit("transform.before_run_log")  # the marts are built and tested; the run is not logged yet
     return outcome

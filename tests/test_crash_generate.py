@@ -1,0 +1,137 @@
+"""`ecom generate` killed (SIGKILL, through the failpoints) at several points, then rerun: the data equals
+that of a clean run of the same seed, row for row (counts, distinct keys, amounts and row checksums),
+and nothing claims to be a whole dataset while it is not."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loaders import generate as generate_mod
+from loaders.generate import GenerateSpec
+from runner import tidb
+from runner.config import Settings, TiDBConfig
+from tests.conftest import drop_databases, env_for, make_settings
+
+pytestmark = pytest.mark.e2e
+SPEC = GenerateSpec(users=2_000, items=300, orders=20_000, days=30, seed=23)
+# Blocks of a few thousand orders, so this small history loads in several batches (a real run: 200,000).
+# The block size shapes the random stream, so the clean reference is generated with the same blocks.
+BLOCK_ORDERS = 6_000
+CLI_WITH_SMALL_BLOCKS = (
+    f"import loaders.generate as g; g.ORDERS_PER_BLOCK = {BLOCK_ORDERS}; from runner.cli import main; main()"
+)
+
+# What identifies the generated rows; express status moves with the clock, so only its fixed columns count.
+FINGERPRINTS = {
+    "users": "id, name, email, city, created_at",
+    "items": "id, name, item_type, price, created_at",
+    "orders": "id, user_id, item_id, item_count, amount, created_at",
+    "express": "id, order_id, carrier, tracking_no",
+}
+Fingerprint = dict[str, tuple[Any, ...]]
+
+
+def generate_cli(settings: Settings, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = env_for(settings) | ({"ECOM_FAILPOINT": failpoint} if failpoint else {})
+    sizes = [f"--{name}={getattr(SPEC, name)}" for name in ("users", "items", "orders", "days", "seed")]
+    return subprocess.run(
+        [sys.executable, "-c", CLI_WITH_SMALL_BLOCKS, "generate", *sizes],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def fingerprint(settings: Settings) -> Fingerprint:
+    """Per table: rows, distinct keys, a sum and a sum of row checksums; plus orphans and the dataset row."""
+    db, express_db = settings.tidb.database, settings.tidb.express_database
+    found: Fingerprint = {}
+    with tidb.connection(settings, db) as conn, conn.cursor() as cur:
+        for table, columns in FINGERPRINTS.items():
+            schema = express_db if table == "express" else db
+            total = {"orders": "SUM(amount)", "express": "COUNT(DISTINCT order_id)"}.get(table, "0")
+            cur.execute(
+                f"SELECT COUNT(*), COUNT(DISTINCT id), {total}, COALESCE(SUM(CRC32(CONCAT_WS('|', {columns}))), 0) "
+                f"FROM `{schema}`.{table}"
+            )
+            found[table] = tuple(cur.fetchone() or ())
+        cur.execute(
+            f"SELECT COUNT(*) FROM `{db}`.orders o LEFT JOIN `{express_db}`.express e ON e.order_id = o.id "
+            f"WHERE e.id IS NULL"
+        )
+        found["orders without express"] = tuple(cur.fetchone() or ())
+        cur.execute(f"SELECT seed, users, items, orders, days, first_day, last_day FROM `{db}`.dataset_info")
+        found["dataset_info"] = tuple(cur.fetchall())
+    return found
+
+
+def logged_runs(settings: Settings) -> int:
+    with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
+        return int(tidb.scalar(cur, "SELECT COUNT(*) FROM pipeline_runs WHERE step = 'generate'"))
+
+
+@pytest.fixture(scope="module")
+def clean(server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fingerprint]:
+    """The fingerprint of a clean run of SPEC (in-process, same blocks) in a database of its own."""
+    settings = make_settings(server, Path(tmp_path_factory.mktemp("crashgen_ref")), "crashgen_ref")
+    tidb.init_schema(settings)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(generate_mod, "ORDERS_PER_BLOCK", BLOCK_ORDERS)
+        generate_mod.generate(settings, SPEC)
+    yield fingerprint(settings)
+    drop_databases(settings)
+
+
+def test_the_clean_run_matches_the_spec(clean: Fingerprint) -> None:
+    assert clean["users"][:2] == (SPEC.users, SPEC.users)
+    assert clean["items"][:2] == (SPEC.items, SPEC.items)
+    assert clean["orders"][:2] == (SPEC.orders, SPEC.orders)
+    assert clean["express"][:3] == (SPEC.orders, SPEC.orders, SPEC.orders)  # one shipment per order
+    assert clean["orders without express"] == (0,)
+    assert len(clean["dataset_info"]) == 1 and clean["dataset_info"][0][:5] == (
+        SPEC.seed,
+        SPEC.users,
+        SPEC.items,
+        SPEC.orders,
+        SPEC.days,
+    )
+    assert SPEC.orders > 2 * BLOCK_ORDERS, "the history must load in several batches"
+
+
+def test_killed_generate_reruns_to_the_clean_data(server: TiDBConfig, tmp_path: Path, clean: Fingerprint) -> None:
+    """Killed at each point in turn, each next run starting over what the last one left; then a whole rerun."""
+    settings = make_settings(server, tmp_path, "crashgen")
+    try:
+        tidb.init_schema(settings)
+        for failpoint in ("generate.between_batches", "generate.before_dataset_info", "generate.before_run_log"):
+            killed = generate_cli(settings, failpoint)
+            assert killed.returncode == -signal.SIGKILL, failpoint + killed.stdout[-1500:] + killed.stderr[-1500:]
+            partial = fingerprint(settings)
+            if failpoint == "generate.between_batches":
+                assert 0 < partial["orders"][0] <= BLOCK_ORDERS, "killed after the first batch: only it is loaded"
+                assert partial["express"][0] == partial["orders"][0] and partial["orders without express"] == (0,)
+            if failpoint == "generate.before_dataset_info":
+                assert all(partial[table] == clean[table] for table in FINGERPRINTS), "every row was loaded"
+            if failpoint == "generate.before_run_log":
+                assert partial == clean, "the work was whole before the kill"
+            else:
+                assert partial["dataset_info"] == (), f"{failpoint}: a partial load must not describe itself as whole"
+            assert logged_runs(settings) == 0, f"{failpoint}: a killed run must not be logged"
+
+        rerun = generate_cli(settings)
+        assert rerun.returncode == 0, rerun.stdout[-1500:] + rerun.stderr[-1500:]
+        again = fingerprint(settings)
+        for table in FINGERPRINTS:  # nothing lost, nothing doubled: rows == distinct keys == the clean run's
+            assert again[table] == clean[table], table
+        assert again == clean
+        assert logged_runs(settings) == 1
+    finally:
+        drop_databases(settings)
