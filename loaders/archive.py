@@ -3,6 +3,7 @@ TiDB into the warehouse's RAW schema, replacing those days, and log what was cop
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
@@ -197,8 +198,15 @@ def ensure_raw_tables(wconn: Any) -> None:
 
 
 def lock_name(settings: Settings, cfg_w: WarehouseConfig) -> str:
-    """One archive (or purge) at a time per pair of TiDB database and warehouse schema."""
-    return f"archive:{settings.tidb.database}:{cfg_w.account}:{cfg_w.database}.{cfg_w.raw_schema}"
+    """One archive, purge or forget at a time per warehouse RAW schema, whichever TiDB database feeds it
+    (names upper-cased as Snowflake resolves them; the stand-in's warehouse is its directory)."""
+    where = str(settings.warehouse_dir.resolve()) if cfg_w.is_standin else cfg_w.account.upper()
+    return f"archive:{where}:{cfg_w.database.upper()}.{cfg_w.raw_schema.upper()}"
+
+
+def exclusive(tconn: Any, settings: Settings, cfg_w: WarehouseConfig) -> contextlib.AbstractContextManager[None]:
+    """Archive, purge and reset take turns on the warehouse (see `lock_name`)."""
+    return tidb.exclusive(tconn, lock_name(settings, cfg_w), "archive, purge or reset of this warehouse")
 
 
 def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None) -> ArchiveResult:
@@ -224,13 +232,14 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
             raise
         try:
             tidb.require_schema(tconn, cfg_t)
-            with tidb.exclusive(tconn, lock_name(settings, cfg_w), "archive into this warehouse"):
-                require_not_purged(tconn, cfg_t.database, first, last)
+            with exclusive(tconn, settings, cfg_w):
                 ensure_raw_tables(wconn)
                 _drop_stages(wconn, cfg_w)  # a killed run's leftovers: no other run is active while we hold the lock
                 with tconn.cursor() as cur:
                     # One snapshot for every table read, so orders and their expresses agree.
-                    cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    tidb.start_snapshot(cur)
+                    # in the snapshot: a purge commits its 'purging' mark before it deletes a row
+                    require_not_purged(tconn, cfg_t.database, first, last)
                     for extract in extracts(cfg_t.database, cfg_t.express_database):
                         counts[extract.table] = 0
                         read[extract.table] = {}
@@ -249,8 +258,11 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
                 _publish(wconn, cfg_w, run_id, first, last, read, archived_at)
                 failpoints.hit("archive.after_publish")
         finally:
-            tconn.close()
-            _drop_stages(wconn, cfg_w, run_id)
+            # cleanup must not hide the error that got us here: stages it cannot drop, the next run sweeps
+            with contextlib.suppress(Exception):
+                tconn.close()
+            with contextlib.suppress(Exception):
+                _drop_stages(wconn, cfg_w, run_id)
             wconn.close()
     amount = sum(p.cents for p in read["ORDERS"].values()) / 100
     return ArchiveResult(
@@ -319,7 +331,9 @@ def _publish(
         _check_published(wconn, cfg, first, last, read)
         cur.execute("COMMIT")
     except BaseException:
-        cur.execute("ROLLBACK")
+        # a failed ROLLBACK (the connection gone) must not hide why we got here; the server rolls back anyway
+        with contextlib.suppress(Exception):
+            cur.execute("ROLLBACK")
         raise
 
 
@@ -374,19 +388,31 @@ def require_not_purged(tconn: Any, database: str, first: dt.date, last: dt.date)
     if count:
         raise EcomError(
             f"{count} day(s) in {first}..{last} ({low}..{high}) were purged from TiDB after they were archived; "
-            "archiving them again would empty them in the warehouse",
+            "archiving them again would replace them in the warehouse with what TiDB still holds of them",
             f"archive only days after {high}",
         )
 
 
-def forget(settings: Settings) -> None:
+def forget(settings: Settings, replacing_business_data: bool = False) -> None:
     """Drop everything archived (when the business data is regenerated, the old archive describes
-    orders that no longer exist)."""
-    with warehouse.session(settings) as cfg:
-        conn = warehouse.connect(cfg)
-        try:
-            cur = conn.cursor()
-            for table in RAW_DDL:
-                cur.execute(f"DROP TABLE IF EXISTS {table}")
-        finally:
-            conn.close()
+    orders that no longer exist). Refused while purged days exist, whose only copy is in the warehouse,
+    unless the business data they belong to is being replaced too."""
+    cfg_t = settings.tidb
+    with warehouse.session(settings) as cfg, tidb.connection(settings, cfg_t.database) as tconn:
+        tidb.require_schema(tconn, cfg_t)
+        with exclusive(tconn, settings, cfg):
+            with tconn.cursor() as cur:
+                purged = tidb.scalar(cur, f"SELECT COUNT(*) FROM `{cfg_t.database}`.archive_purges")
+            if purged and not replacing_business_data:
+                raise EcomError(
+                    f"the warehouse holds the only copy of {purged} day(s) purged from TiDB; dropping the archive "
+                    "would lose them",
+                    "archive only the days you need again, or `ecom generate` to start over",
+                )
+            conn = warehouse.connect(cfg)
+            try:
+                cur = conn.cursor()
+                for table in RAW_DDL:
+                    cur.execute(f"DROP TABLE IF EXISTS {table}")
+            finally:
+                conn.close()

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from loaders import fingerprint
-from loaders.archive import Extract, extracts, lock_name, to_frame
+from loaders.archive import Extract, exclusive, extracts, to_frame
 from loaders.verify import Purge, purges, verify
 from runner import failpoints, tidb, warehouse
 from runner.config import Settings, TiDBConfig, WarehouseConfig
@@ -52,7 +52,7 @@ def purge(settings: Settings, older_than_days: int, progress: Progress | None = 
         conn = tidb.connect(settings, cfg.database)
         try:
             tidb.require_schema(conn, cfg)
-            with tidb.exclusive(conn, lock_name(settings, cfg_w), "archive or purge of this warehouse"):
+            with exclusive(conn, settings, cfg_w):
                 started = purges(conn, cfg.database, dt.date.min, cutoff - dt.timedelta(days=1))
                 candidates = [day for day in _days_with_orders(conn, cfg.database, cutoff) if day not in started]
                 proven: list[dt.date] = []
@@ -107,29 +107,47 @@ def _finish(conn: Any, database: str, day: dt.date) -> None:
 def _delete_day(
     conn: Any, cfg: TiDBConfig, wconn: Any, cfg_w: WarehouseConfig, by_table: dict[str, Extract], day: dt.date
 ) -> tuple[int, int]:
-    """Delete one day in batches; each batch only if the warehouse holds exactly its rows."""
+    """Delete one day in batches; each batch only if the warehouse holds exactly its rows.
+
+    The proof against the warehouse runs with no lock held (it takes round trips); then the batch is
+    locked, read again and compared with what was proven, and deleted by primary key.
+    """
     orders_x, express_x = by_table["ORDERS"], by_table["EXPRESS"]
     start, end = dt.datetime.combine(day, dt.time()), dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
     deleted_orders = deleted_express = 0
     while True:
+        with conn.cursor() as cur:
+            cur.execute(f"{orders_x.select} ORDER BY id LIMIT %s", (start, end, BATCH_ORDERS))
+            ids = [int(row[0]) for row in cur.fetchall()]
+        if not ids:
+            return deleted_orders, deleted_express
+        orders, express = _read_batch(conn, orders_x, express_x, start, end, ids, lock=False)
+        proven = (
+            _prove(wconn, cfg_w, orders_x, day, "ID", ids, orders),
+            _prove(wconn, cfg_w, express_x, day, "ORDER_ID", ids, express),
+        )
         conn.begin()
         try:
+            orders, express = _read_batch(conn, orders_x, express_x, start, end, ids, lock=True)
+            if (_print(orders_x, orders, day), _print(express_x, express, day)) != proven:
+                raise EcomError(
+                    f"orders of {day} changed while they were being purged; none of that batch was deleted",
+                    "run the purge again",
+                )
+            express_ids = [int(i) for i in express["ID"]]
             with conn.cursor() as cur:
-                cur.execute(f"{orders_x.select} ORDER BY id LIMIT %s FOR UPDATE", (start, end, BATCH_ORDERS))
-                orders = to_frame(orders_x, list(cur.fetchall()))
-                if orders.empty:
-                    conn.commit()
-                    return deleted_orders, deleted_express
-                ids = [int(i) for i in orders["ID"]]
-                marks = ", ".join(["%s"] * len(ids))
-                cur.execute(f"{express_x.select} AND e.order_id IN ({marks}) FOR UPDATE", (start, end, *ids))
-                express = to_frame(express_x, list(cur.fetchall()))
-                _prove(wconn, cfg_w, orders_x, day, "ID", ids, orders)
-                _prove(wconn, cfg_w, express_x, day, "ORDER_ID", ids, express)
-                cur.execute(f"DELETE FROM `{cfg.express_database}`.express WHERE order_id IN ({marks})", ids)
-                deleted_express += cur.rowcount
-                cur.execute(f"DELETE FROM `{cfg.database}`.orders WHERE id IN ({marks})", ids)
-                deleted_orders += cur.rowcount
+                for table, keys in (
+                    (f"`{cfg.express_database}`.express", express_ids),
+                    (f"`{cfg.database}`.orders", ids),
+                ):
+                    if keys:
+                        cur.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(keys))})", keys)
+                        if cur.rowcount != len(keys):
+                            raise EcomError(
+                                f"deleting from {table} hit {cur.rowcount} of {len(keys)} rows", "run the purge again"
+                            )
+            deleted_orders += len(ids)
+            deleted_express += len(express_ids)
             failpoints.hit("purge.between_batches")
             conn.commit()
         except BaseException:
@@ -137,19 +155,38 @@ def _delete_day(
             raise
 
 
+def _read_batch(
+    conn: Any, orders_x: Extract, express_x: Extract, start: dt.datetime, end: dt.datetime, ids: list[int], lock: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The batch's orders (those of the day among `ids`) and their expresses, locked FOR UPDATE if `lock`."""
+    marks = ", ".join(["%s"] * len(ids))
+    suffix = " FOR UPDATE" if lock else ""
+    with conn.cursor() as cur:
+        cur.execute(f"{orders_x.select} AND id IN ({marks}){suffix}", (start, end, *ids))
+        orders = to_frame(orders_x, list(cur.fetchall()))
+        cur.execute(f"{express_x.select} AND e.order_id IN ({marks}){suffix}", (start, end, *ids))
+        express = to_frame(express_x, list(cur.fetchall()))
+    return orders, express
+
+
+def _print(extract: Extract, rows: pd.DataFrame, day: dt.date) -> fingerprint.Fingerprint:
+    return extract.fingerprints(rows, pd.Series(day, index=rows.index)).get(day, fingerprint.Fingerprint())
+
+
 def _prove(
     wconn: Any, cfg: WarehouseConfig, extract: Extract, day: dt.date, key: str, ids: list[int], rows: pd.DataFrame
-) -> None:
-    """The warehouse must hold exactly these rows of the day (same keys, same values)."""
+) -> fingerprint.Fingerprint:
+    """The warehouse must hold exactly these rows of the day (same keys, same values): their fingerprint."""
     marks = ", ".join(["%s"] * len(ids))
     sql = f"SELECT {extract.readback()} FROM {extract.table} WHERE ORDER_DATE = %s AND {key} IN ({marks})"
     held = fingerprint.Fingerprint()
     for frame in warehouse.frames(cfg, wconn.cursor(), sql, (day, *ids)):
-        held += extract.fingerprints(frame, pd.Series(day, index=frame.index)).get(day, fingerprint.Fingerprint())
-    have = extract.fingerprints(rows, pd.Series(day, index=rows.index)).get(day, fingerprint.Fingerprint())
+        held += _print(extract, frame, day)
+    have = _print(extract, rows, day)
     if held != have:
         raise EcomError(
             f"{extract.table} of {day}: TiDB holds rows the warehouse does not hold exactly ({have.rows} in TiDB, "
             f"{held.rows} in the warehouse; they changed after the day was proven); none of them was deleted",
             f"they stay in TiDB: see `ecom verify --from {day} --to {day}`",
         )
+    return have

@@ -30,6 +30,8 @@ class StreamSpec:
             raise EcomError(f"--rate must be above 0 and at most 10000 orders/s (got {self.rate})", "pick a rate")
         if self.duration is not None and not 0 < self.duration <= 7 * 86400:
             raise EcomError(f"--duration must be above 0 and at most a week (got {self.duration})", "pick a duration")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise EcomError(f"--seed must be a non-negative 63-bit number (got {self.seed})", "pick another seed")
 
 
 @dataclass

@@ -23,6 +23,8 @@ from runner.serving import Table
 Fingerprint = fingerprint.Fingerprint
 
 OK, DIFFERS, PURGED, PURGING = "ok", "differs", "purged", "purge unfinished"
+LATE_AFTER_PURGE = "rows after purge"  # rows arrived in TiDB for a day already purged: not in the warehouse
+SNAPSHOT_CHANGED = "changed since archived"  # users/items moved on after their snapshot: expected, not a loss
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return self.state in (OK, PURGED)
+        return self.state in (OK, PURGED, SNAPSHOT_CHANGED)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,20 @@ class VerifyReport:
     def days(self, *states: str) -> list[dt.date]:
         """The days of whose daily tables one is in one of `states`."""
         return sorted({c.day for c in self.checks if c.day is not None and c.state in states})
+
+    def advice(self) -> str:
+        """What to do about the checks that are not ok."""
+        differs, unfinished, late = self.days(DIFFERS), self.days(PURGING), self.days(LATE_AFTER_PURGE)
+        if differs:
+            return f"archive those days again: `ecom archive --from {differs[0]} --to {differs[-1]}`"
+        if unfinished:
+            return "a purge was interrupted: run `ecom archive --purge-older-than N` again to finish it"
+        if late:
+            return (
+                f"TiDB received rows for purged days ({late[0]}..{late[-1]}); they are kept in TiDB, and the "
+                "archive cannot merge them into a purged day: copy them to the warehouse by hand"
+            )
+        return "nothing to do"
 
     def proven_days(self) -> list[dt.date]:
         """Days where TiDB and the warehouse hold exactly the same orders and expresses."""
@@ -111,7 +127,10 @@ def archived_range(settings: Settings) -> tuple[dt.date, dt.date] | None:
     return None if first is None else (first, last)
 
 
-def _tidb_prints(settings: Settings, first: dt.date, last: dt.date, daily_only: bool) -> dict[str, Prints]:
+def _tidb_prints(
+    settings: Settings, first: dt.date, last: dt.date, daily_only: bool
+) -> tuple[dict[str, Prints], dict[dt.date, Purge]]:
+    """What TiDB holds, and which days it purged, as of one moment."""
     cfg = settings.tidb
     start, end = dt.datetime.combine(first, dt.time()), dt.datetime.combine(last + dt.timedelta(days=1), dt.time())
     prints: dict[str, Prints] = {}
@@ -119,7 +138,8 @@ def _tidb_prints(settings: Settings, first: dt.date, last: dt.date, daily_only: 
     try:
         tidb.require_schema(conn, cfg)
         with conn.cursor() as cur:
-            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")  # orders and expresses of one moment
+            tidb.start_snapshot(cur)
+            purged = purges(conn, cfg.database, first, last)
             for extract in extracts(cfg.database, cfg.express_database):
                 if daily_only and extract.day_column is None:
                     continue
@@ -131,7 +151,7 @@ def _tidb_prints(settings: Settings, first: dt.date, last: dt.date, daily_only: 
             cur.execute("COMMIT")
     finally:
         conn.close()
-    return prints
+    return prints, purged
 
 
 def _warehouse_prints(settings: Settings, first: dt.date, last: dt.date, daily_only: bool) -> dict[str, Prints]:
@@ -152,10 +172,8 @@ def _warehouse_prints(settings: Settings, first: dt.date, last: dt.date, daily_o
 def verify(settings: Settings, first: dt.date, last: dt.date, daily_only: bool = False) -> VerifyReport:
     """Compare [first, last] on both sides; the dimension snapshots too unless `daily_only`."""
     check_range(settings, first, last)
-    on_tidb = _tidb_prints(settings, first, last, daily_only)
+    on_tidb, purged = _tidb_prints(settings, first, last, daily_only)
     in_warehouse = _warehouse_prints(settings, first, last, daily_only)
-    with tidb.connection(settings, settings.tidb.database) as conn:
-        purged = purges(conn, settings.tidb.database, first, last)
     empty = Fingerprint()
     checks: list[Check] = []
     for offset in range((last - first).days + 1):
@@ -164,15 +182,18 @@ def verify(settings: Settings, first: dt.date, last: dt.date, daily_only: bool =
             have, held = on_tidb[table].get(day, empty), in_warehouse[table].get(day, empty)
             if day in purged:
                 # TiDB no longer holds the day: the warehouse must still hold what the purge proved
-                proven = purged[day].prints[table]
-                finished = purged[day].state == "purged" and have == empty
-                state = (PURGED if finished else PURGING) if held == proven else DIFFERS
+                if held != purged[day].prints[table]:
+                    state = DIFFERS
+                elif purged[day].state != "purged":
+                    state = PURGING
+                else:
+                    state = PURGED if have == empty else LATE_AFTER_PURGE
             else:
                 state = OK if have == held else DIFFERS
             checks.append(Check(day, table, have, held, state))
     for table in sorted(set(on_tidb) - set(DAILY_TABLES)):
         have, held = on_tidb[table].get(last, empty), in_warehouse[table].get(last, empty)
-        checks.append(Check(None, table, have, held, OK if have == held else DIFFERS))
+        checks.append(Check(None, table, have, held, OK if have == held else SNAPSHOT_CHANGED))
     return VerifyReport(first, last, checks)
 
 
@@ -208,14 +229,14 @@ def verify_tables(report: VerifyReport) -> list[Table]:
             f"Verify {report.first}..{report.last}: TiDB vs warehouse",
             [*columns, "TiDB amount", "warehouse amount"],
             summary,
-            note="all equal" if report.ok else "differences below",
+            note=_note(report),
         )
     ]
-    bad = [c for c in report.checks if not c.ok]
+    bad = [c for c in report.checks if c.state not in (OK, PURGED)]
     if bad:
         tables.append(
             Table(
-                "Checks that differ",
+                "Checks that are not equal",
                 ["day", "table", "state", "TiDB rows", "warehouse rows", "TiDB checksum", "warehouse checksum"],
                 [
                     (c.day or "snapshot", c.table, c.state, c.tidb.rows, c.warehouse.rows, c.tidb.hex, c.warehouse.hex)
@@ -224,6 +245,14 @@ def verify_tables(report: VerifyReport) -> list[Table]:
             )
         )
     return tables
+
+
+def _note(report: VerifyReport) -> str:
+    if not report.ok:
+        return "differences below"
+    if any(c.state == SNAPSHOT_CHANGED for c in report.checks):
+        return "every day equal; users/items changed since their snapshot (the next archive refreshes it)"
+    return "all equal"
 
 
 def _money(cents: int) -> Decimal:

@@ -14,7 +14,7 @@ import click
 import pymysql
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from loaders.archive import parse_day
+from loaders.archive import check_range, parse_day
 from loaders.generate import GenerateSpec
 from loaders.stream import StreamSpec, stream
 from loaders.verify import verify_tables
@@ -167,6 +167,9 @@ def archive(
     """Copy whole days of orders and expresses (and users/items snapshots) into the warehouse."""
     settings = _settings()
     day_first, day_last = _day_range(date, first, last, settings)
+    check_range(settings, day_first, day_last)  # before the recheck archives anything: a refused range writes nothing
+    if recheck_days > (day_first - dt.date.min).days:
+        raise EcomError(f"--recheck-days {recheck_days} reaches back before {dt.date.min}", "recheck fewer days")
     with _Bars() as bars:
         progress = None if as_json else bars
         restored = pipeline.run_recheck(settings, day_first, recheck_days, progress)
@@ -216,13 +219,7 @@ def verify(first: str | None, last: str | None, as_json: bool) -> None:
     if not report.ok:
         bad = [c for c in report.checks if not c.ok]
         days = report.days(*{c.state for c in bad})
-        where = f"{days[0]}..{days[-1]}" if days else "the snapshots"
-        raise EcomError(
-            f"{len(bad)} of {len(report.checks)} checks differ ({where})",
-            f"archive those days again: `ecom archive --from {days[0]} --to {days[-1]}`"
-            if days
-            else "run `ecom archive` to refresh the snapshots",
-        )
+        raise EcomError(f"{len(bad)} of {len(report.checks)} checks differ ({days[0]}..{days[-1]})", report.advice())
 
 
 def _as_of(value: str | None, settings: Settings) -> dt.date:

@@ -25,7 +25,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 def identifier(name: str, what: str) -> str:
     """Identifiers cannot be bound as parameters, so the names we format into SQL are checked instead."""
-    if not _IDENTIFIER.match(name):
+    if not _IDENTIFIER.fullmatch(name):  # fullmatch: `$` alone would let a trailing newline through
         raise EcomError(f"{what} {name!r} is not a valid name", "use letters, digits and underscores only")
     return name
 
@@ -38,6 +38,22 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise EcomError(f"{name}={raw!r} is not a number", f"set {name} to a whole number") from None
+
+
+def _port(name: str, default: int) -> int:
+    port = _env_int(name, default)
+    if not 0 < port < 65536:
+        raise EcomError(f"{name}={port} is not a TCP port", f"set {name} to a port between 1 and 65535")
+    return port
+
+
+def _host(name: str, default: str) -> str:
+    host = os.environ.get(name) or default
+    try:
+        host.encode("idna")  # what the socket layer does with a name; a name it cannot encode is no host
+    except UnicodeError:
+        raise EcomError(f"{name}={host!r} is not a host name", f"set {name} to a host name or an IP address") from None
+    return host
 
 
 def _existing_file(name: str) -> str | None:
@@ -64,8 +80,8 @@ class TiDBConfig:
         database = identifier(os.environ.get("TIDB_DATABASE") or "ecommerce", "TIDB_DATABASE")
         express = os.environ.get("TIDB_EXPRESS_DATABASE") or f"{database}_express"
         return cls(
-            host=os.environ.get("TIDB_HOST") or "127.0.0.1",
-            port=_env_int("TIDB_PORT", 3306),
+            host=_host("TIDB_HOST", "127.0.0.1"),
+            port=_port("TIDB_PORT", 3306),
             user=os.environ.get("TIDB_USER") or "root",
             password=os.environ.get("TIDB_PASSWORD", ""),
             database=database,
@@ -141,7 +157,7 @@ class Settings:
     def zone(self) -> ZoneInfo:
         try:
             return ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of tzdata, e.g. "America"
             raise EcomError(
                 f"ECOM_TIMEZONE={self.timezone!r} is not a known time zone", "use an IANA name such as UTC"
             ) from None
@@ -161,9 +177,17 @@ class Settings:
         return load_profile(self.profiles_dir, self.target)
 
 
-def _render(value: Any, env: jinja2.Environment) -> Any:
+def _render(value: Any, env: jinja2.Environment, where: str) -> Any:
     if isinstance(value, str) and "{{" in value:
-        return env.from_string(value).render()
+        try:
+            return env.from_string(value).render()
+        except EcomError:
+            raise
+        except Exception as exc:  # a template error, or whatever the expression raised (1/0)
+            reason = exc.message if isinstance(exc, jinja2.TemplateError) and exc.message else type(exc).__name__
+            raise EcomError(
+                f"{where} cannot be rendered ({' '.join(reason.split())})", "fix the {{ }} expression"
+            ) from None
     return value
 
 
@@ -185,7 +209,13 @@ def load_profile(profiles_dir: Path, target: str = "") -> WarehouseConfig:
             "copy profiles.example.yml to profiles.yml (make does it) or set DBT_PROFILES_DIR",
         )
     try:
-        profiles = yaml.safe_load(path.read_text())
+        profiles = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise EcomError(f"{path} is not UTF-8 text", "fix the file or copy profiles.example.yml") from None
+    except RecursionError:  # thousands of nested brackets
+        raise EcomError(
+            f"{path} is nested too deeply to be a profile", "fix the file or copy profiles.example.yml"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -195,12 +225,12 @@ def load_profile(profiles_dir: Path, target: str = "") -> WarehouseConfig:
     profile = (profiles or {}).get(PROFILE_NAME) if isinstance(profiles, dict) else None
     if not isinstance(profile, dict) or not isinstance(profile.get("outputs"), dict):
         raise EcomError(f"{path} has no profile {PROFILE_NAME!r} with outputs", "see profiles.example.yml")
-    target = target or str(_render(profile.get("target", "local"), env))
+    target = target or str(_render(profile.get("target", "local"), env, f"the target of profile {PROFILE_NAME!r}"))
     output = profile["outputs"].get(target)
     if not isinstance(output, dict):
-        known = ", ".join(profile["outputs"]) or "none"
+        known = ", ".join(str(name) for name in profile["outputs"]) or "none"
         raise EcomError(f"profile {PROFILE_NAME!r} has no target {target!r} (targets: {known})", "set ECOM_TARGET")
-    values = {key: _render(value, env) for key, value in output.items()}
+    values = {key: _render(value, env, f"{key!r} of target {target!r} in {path}") for key, value in output.items()}
     if values.get("type") != "snowflake":
         raise EcomError(f"target {target!r} is of type {values.get('type')!r}", "the warehouse must be snowflake")
     missing = [key for key in ("account", "user", "database", "schema") if not values.get(key)]
@@ -216,6 +246,6 @@ def load_profile(profiles_dir: Path, target: str = "") -> WarehouseConfig:
         password=str(values.get("password") or ""),
         database=identifier(str(values["database"]), "warehouse database"),
         schema=identifier(str(values["schema"]), "warehouse schema"),
-        role=values.get("role") or None,
-        warehouse=values.get("warehouse") or None,
+        role=str(values["role"]) if values.get("role") else None,
+        warehouse=str(values["warehouse"]) if values.get("warehouse") else None,
     )

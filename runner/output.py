@@ -15,7 +15,7 @@ from runner.serving import Table
 
 # Piped output (CI logs, `| less`) gets a wide page instead of rich's 80 columns, so tables do not fold.
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # ":x:" in a value stays ":x:"
 
 
 def _plain(value: Any) -> Any:

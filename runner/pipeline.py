@@ -33,7 +33,7 @@ def run_generate(
     started = settings.now()
     spec.validate()
     # New business data makes the old archive describe orders that no longer exist: drop it first.
-    archive_mod.forget(settings)
+    archive_mod.forget(settings, replacing_business_data=True)
     result = retried(lambda: generate_mod.generate(settings, spec, progress))
     runs.record(
         settings,

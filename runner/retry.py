@@ -38,10 +38,21 @@ class RetryPolicy:
     attempts: int = 4
     first_delay: float = 0.5
     max_delay: float = 8.0
-    budget: float = 60.0  # seconds from the first attempt after which no new attempt starts
+    budget: float = 60.0  # seconds of waiting between attempts, all retries together
 
 
 def is_transient(exc: BaseException) -> bool:
+    """Whether `exc`, or the error it was raised while handling (a cursor failing to close on a dropped
+    connection, say), is one that a retry can get past."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if _transient_itself(seen):
+            return True
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return False
+
+
+def _transient_itself(exc: BaseException) -> bool:
     if isinstance(exc, TransientError):
         return True
     if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InternalError):
@@ -66,16 +77,16 @@ def retrying(
 
     `action` must be safe to rerun from the start: every step that moves rows here is idempotent.
     """
-    started = time.monotonic()
+    waited = 0.0
     for attempt in range(1, policy.attempts + 1):
         try:
             return action()
         except Exception as exc:
             delay = min(policy.max_delay, policy.first_delay * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-            out_of_time = time.monotonic() - started + delay > policy.budget
-            if not is_transient(exc) or attempt == policy.attempts or out_of_time:
+            if not is_transient(exc) or attempt == policy.attempts or waited + delay > policy.budget:
                 raise
             if on_retry is not None:
                 on_retry(attempt, delay, exc)
             sleep(delay)
+            waited += delay
     raise AssertionError("unreachable: the last attempt returns or raises")

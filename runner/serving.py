@@ -75,7 +75,7 @@ def orders(settings: Settings, user_id: int, limit: int = 20) -> Table:
 
 
 def bill(settings: Settings, user_id: int, month: str | None = None) -> Table:
-    if month is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+    if month is not None and not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):
         raise EcomError(f"--month {month!r} is not a month", "use YYYY-MM, e.g. 2026-03")
     _require_user(settings, user_id)
     db = settings.tidb.database

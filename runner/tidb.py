@@ -22,6 +22,7 @@ SQL_DIR = Path(__file__).parent / "sql"
 _ACCESS_DENIED = {1044, 1045, 1698}
 _UNKNOWN_DATABASE = 1049
 _UNKNOWN_TIME_ZONE = 1298
+_UNKNOWN_SYSTEM_VARIABLE = 1193
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def connect(
             host=cfg.host,
             port=cfg.port,
             user=cfg.user,
-            password=cfg.password,
+            password=cfg.password.encode(),  # UTF-8, as the server's clients send it (pymysql: latin-1)
             database=database,
             charset="utf8mb4",
             connect_timeout=10,
@@ -60,6 +61,8 @@ def connect(
             cursorclass=pymysql.cursors.SSCursor if streaming else pymysql.cursors.Cursor,
             init_command=f"SET time_zone = '{_utc_offset(settings)}'",
         )
+        if streaming:  # a reader that pauses while each chunk is written to the warehouse must not be cut off
+            _set_if_known(conn, "SET SESSION net_write_timeout = 3600")
     except pymysql.err.OperationalError as exc:
         code = exc.args[0] if exc.args else 0
         message = redact(str(exc.args[1] if len(exc.args) > 1 else exc), [cfg.password])
@@ -82,6 +85,15 @@ def connect(
     return conn
 
 
+def _set_if_known(conn: pymysql.connections.Connection, statement: str) -> None:
+    try:
+        with conn.cursor(pymysql.cursors.Cursor) as cur:
+            cur.execute(statement)
+    except pymysql.err.OperationalError as exc:
+        if exc.args and exc.args[0] != _UNKNOWN_SYSTEM_VARIABLE:
+            raise
+
+
 @contextlib.contextmanager
 def connection(settings: Settings, database: str | None = None) -> Iterator[pymysql.connections.Connection]:
     conn = connect(settings, database)
@@ -97,10 +109,16 @@ def exclusive(conn: pymysql.connections.Connection, name: str, doing: str, wait_
     session holds it. The server frees it if this process dies, so a crash never leaves it taken."""
     key = "ecom:" + hashlib.sha1(name.encode()).hexdigest()[:40]  # the server caps lock names at 64 chars
     with conn.cursor(pymysql.cursors.Cursor) as cur:  # buffered, also on a streaming connection
-        if scalar(cur, "SELECT GET_LOCK(%s, %s)", (key, wait_seconds)) != 1:
-            holder = scalar(cur, "SELECT IS_USED_LOCK(%s)", (key,))
+        taken = scalar(cur, "SELECT GET_LOCK(%s, %s)", (key, wait_seconds))
+        if taken is None:
+            raise EcomError(f"the server could not take the lock for this {doing}", "run this again")
+        if taken != 1:
+            try:
+                holder = f"TiDB connection {scalar(cur, 'SELECT IS_USED_LOCK(%s)', (key,))}"
+            except pymysql.err.MySQLError:  # TiDB before 7.0 has no IS_USED_LOCK
+                holder = "another session holds its lock"
             raise EcomError(
-                f"another {doing} is running (TiDB connection {holder}); two at once could both write",
+                f"another {doing} is running ({holder}); two at once could both write",
                 "wait for it to finish, then run this again",
             )
     try:
@@ -111,6 +129,16 @@ def exclusive(conn: pymysql.connections.Connection, name: str, doing: str, wait_
                 cur.execute("SELECT RELEASE_LOCK(%s)", (key,))
         except pymysql.err.Error:
             pass  # the connection is gone, and the server freed the lock with it
+
+
+def start_snapshot(cur: pymysql.cursors.Cursor) -> None:
+    """Begin a read-only view of one moment for every statement that follows, until COMMIT.
+
+    REPEATABLE READ is set for this transaction because under READ COMMITTED (a server default some
+    sites choose) WITH CONSISTENT SNAPSHOT would still give each statement a view of its own.
+    """
+    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
 
 
 def scalar(cur: pymysql.cursors.Cursor, sql: str, params: tuple[object, ...] = ()) -> Any:

@@ -128,13 +128,27 @@ def test_archive_killed_then_rerun_loses_and_doubles_nothing(shop: Settings, poi
     assert_whole(shop, first, last)
 
 
+def test_the_snapshot_holds_under_read_committed(shop: Settings) -> None:
+    """Under READ COMMITTED, WITH CONSISTENT SNAPSHOT alone would let a later statement see newer rows."""
+    _, last = history(shop)
+    count = "SELECT COUNT(*) FROM orders WHERE created_at >= %s"
+    with tidb.connection(shop, shop.tidb.database) as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        tidb.start_snapshot(cur)
+        before = tidb.scalar(cur, count, (last,))
+        add_order(shop, dt.datetime.combine(last, dt.time(8)))
+        assert tidb.scalar(cur, count, (last,)) == before
+        cur.execute("COMMIT")
+        assert tidb.scalar(cur, count, (last,)) == before + 1
+
+
 def test_a_second_archive_stops_while_one_runs(shop: Settings) -> None:
     first, last = history(shop)
     lock = archive.lock_name(shop, shop.warehouse())
     with (
         tidb.connection(shop) as other,
         tidb.exclusive(other, lock, "archive"),
-        pytest.raises(EcomError, match="another archive into this warehouse is running"),
+        pytest.raises(EcomError, match="another archive, purge or reset of this warehouse is running"),
     ):
         pipeline.run_archive(shop, last, last)
     # two real processes at once: one archives, the other stops with one clear line; the data stays whole
@@ -272,6 +286,25 @@ def test_retry_policy_retries_transient_failures_only() -> None:
         retry.retrying(lambda: flaky(2013, 5), retry.RetryPolicy(attempts=10, first_delay=0.2, budget=0.3))
     assert len(calls) < 10  # bounded in time as well
 
+    def closing_a_dead_cursor() -> None:  # what pymysql does when the server cut a streaming read
+        try:
+            raise pymysql.err.OperationalError(2013, "Lost connection to server during query")
+        except pymysql.err.OperationalError:
+            raise AttributeError("'NoneType' object has no attribute 'settimeout'") from None
+
+    assert not retry.is_transient(AttributeError("a bug"))
+    try:
+        closing_a_dead_cursor()
+    except AttributeError as exc:
+        assert not retry.is_transient(exc)  # `from None`: the cause was deliberately dropped
+    try:
+        try:
+            raise pymysql.err.OperationalError(2013, "Lost connection to server during query")
+        except pymysql.err.OperationalError:
+            raise AttributeError("'NoneType' object has no attribute 'settimeout'")  # noqa: B904
+    except AttributeError as exc:
+        assert retry.is_transient(exc)
+
 
 def test_purge_deletes_only_proven_days_and_resumes_after_a_kill(shop: Settings) -> None:
     first, last = history(shop)
@@ -311,6 +344,8 @@ def test_purge_deletes_only_proven_days_and_resumes_after_a_kill(shop: Settings)
     assert report.days(verify.DIFFERS) == [unproven]
     with pytest.raises(EcomError, match="purged from TiDB"):
         pipeline.run_archive(shop, first, last)  # would empty the purged days in the warehouse
+    with pytest.raises(EcomError, match="only copy"):
+        archive.forget(shop)  # dropping the archive would lose the purged days
     # the warehouse still holds every purged row once
     held = raw_rows(shop, "SELECT COUNT(*), COUNT(DISTINCT ID) FROM ORDERS WHERE ORDER_DATE < %s", (cutoff,))[0]
     assert held[0] == held[1] == sum(in_tidb.values()) - 1

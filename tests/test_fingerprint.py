@@ -82,3 +82,33 @@ def test_days_are_kept_apart() -> None:
     per_day = by_day(frame, TYPES, days, frame["CENTS"])
     assert sorted(per_day) == [DAY, DAY + dt.timedelta(days=1)]
     assert per_day[DAY] + per_day[DAY + dt.timedelta(days=1)] == prints(frame)
+
+
+def _reference_text_hash(text: str) -> int:
+    """The row hash's text rule, one byte at a time in plain Python: FNV-1a 64, then the length mixed in."""
+    mask = 2**64 - 1
+    value = 0xCBF29CE484222325
+    data = text.encode()
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001B3) & mask
+    value ^= len(data)
+    value ^= value >> 30
+    value = (value * 0xBF58476D1CE4E5B9) & mask
+    value ^= value >> 27
+    value = (value * 0x94D049BB133111EB) & mask
+    return value ^ (value >> 31)
+
+
+def test_text_hash_is_the_documented_algorithm() -> None:
+    """Purges store checksums for good: the vectorised hash must equal the spelled-out one, byte for byte."""
+    from loaders.fingerprint import _text_hashes
+
+    values = ["", "a", "é 'quoted'", "a\x00", "\x00", "x" * 300, "日本語"]
+    vectorised = _text_hashes(pd.Series(values, dtype=object))
+    assert [int(h) for h in vectorised] == [_reference_text_hash(v) for v in values]
+    assert len(set(vectorised.tolist())) == len(values)
+
+
+def test_the_checksum_of_known_rows_never_changes() -> None:
+    """A change to the row hash would make every stored purge proof disagree with the warehouse."""
+    assert prints(rows()).hex == "040aa9f613e93898"
