@@ -45,6 +45,7 @@ class VerifyReport:
     first: dt.date
     last: dt.date
     checks: list[Check]
+    purged: frozenset[dt.date] = frozenset()  # days the cold purge started or finished: never archived again
 
     @property
     def ok(self) -> bool:
@@ -194,7 +195,7 @@ def verify(settings: Settings, first: dt.date, last: dt.date, daily_only: bool =
     for table in sorted(set(on_tidb) - set(DAILY_TABLES)):
         have, held = on_tidb[table].get(last, empty), in_warehouse[table].get(last, empty)
         checks.append(Check(None, table, have, held, OK if have == held else SNAPSHOT_CHANGED))
-    return VerifyReport(first, last, checks)
+    return VerifyReport(first, last, checks, frozenset(purged))
 
 
 def default_range(settings: Settings) -> tuple[dt.date, dt.date]:

@@ -20,7 +20,7 @@ from loaders.stream import StreamSpec, stream
 from loaders.verify import verify_tables
 from runner import dbt, pipeline, serving, tidb
 from runner.config import Settings
-from runner.errors import EcomError, redact
+from runner.errors import EcomError, env_secrets, redact
 from runner.output import console, dump_json, errors, show
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
@@ -335,13 +335,9 @@ def demo(spec: GenerateSpec, stream_seconds: float, stream_rate: float) -> None:
     )
 
 
-def _secrets() -> list[str]:
-    return [os.environ.get(name, "") for name in ("TIDB_PASSWORD", "SNOWFLAKE_PASSWORD", "SNOWSQL_PWD")]
-
-
 def _clean(message: str) -> str:
     """An error message as one line without secrets (a driver may echo a hostile value's newlines)."""
-    return " ".join(redact(message, _secrets()).split())
+    return " ".join(redact(message, env_secrets()).split())
 
 
 def _log_warnings_to_stderr() -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+SECRET_VARIABLES = ("TIDB_PASSWORD", "SNOWFLAKE_PASSWORD", "SNOWSQL_PWD")
+
 
 class EcomError(Exception):
     """A failure the user can act on: `what` went wrong, `fix` says what to do about it."""
@@ -13,6 +17,11 @@ class EcomError(Exception):
 
     def __str__(self) -> str:
         return f"{self.what} — {self.fix}" if self.fix else self.what
+
+
+def env_secrets() -> list[str]:
+    """The secrets the environment holds, for `redact`."""
+    return [os.environ.get(name, "") for name in SECRET_VARIABLES]
 
 
 def redact(text: str, secrets: list[str]) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from loaders import stream as stream_mod
 from loaders import verify as verify_mod
 from runner import dbt, retry, runs, serving, tidb, warehouse
 from runner.config import Settings
-from runner.errors import EcomError, redact
+from runner.errors import EcomError, env_secrets, redact
 
 T = TypeVar("T")
 log = logging.getLogger("ecom")
@@ -45,11 +44,7 @@ def run_generate(
 
 
 def _warn_retry(attempt: int, delay: float, exc: BaseException) -> None:
-    log.warning("%s — retrying in %.1fs (attempt %d failed)", redact(str(exc), settings_secrets()), delay, attempt)
-
-
-def settings_secrets() -> list[str]:
-    return [os.environ.get(name, "") for name in ("TIDB_PASSWORD", "SNOWFLAKE_PASSWORD", "SNOWSQL_PWD")]
+    log.warning("%s — retrying in %.1fs (attempt %d failed)", redact(str(exc), env_secrets()), delay, attempt)
 
 
 def retried(action: Callable[[], T]) -> T:
@@ -78,9 +73,7 @@ def run_recheck(settings: Settings, before: dt.date, days: int, progress: Progre
         return []
     first, last = before - dt.timedelta(days=days), before - dt.timedelta(days=1)
     report = retried(lambda: verify_mod.verify(settings, first, last, daily_only=True))
-    stale = report.days(verify_mod.DIFFERS)
-    purged = {c.day for c in report.checks if c.state in (verify_mod.PURGED, verify_mod.PURGING)}
-    stale = [day for day in stale if day not in purged]
+    stale = [day for day in report.days(verify_mod.DIFFERS) if day not in report.purged]
     for low, high in _runs_of_days(stale):
         run_archive(settings, low, high, progress)
     return stale
