@@ -241,7 +241,7 @@ def test_a_dropped_connection_is_retried(shop: Settings, caplog: pytest.LogCaptu
                 (shop.tidb.database,),
             )
             for (thread_id,) in cur.fetchall():
-                cur.execute(f"KILL {int(thread_id)}")
+                cur.execute("KILL %s", (int(thread_id),))
                 killed.append(int(thread_id))
 
     logging.getLogger("ecom").addHandler(caplog.handler)  # the CLI may have stopped propagation
