@@ -12,6 +12,7 @@ TiDB's TTL tables are not used: TTL deletes by age alone and cannot wait for a p
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from loaders import fingerprint
 from loaders.archive import Extract, exclusive, extracts, to_frame
+from loaders.fingerprint import Fingerprint, row_hashes
 from loaders.verify import Purge, purges, verify
 from runner import failpoints, tidb, warehouse
 from runner.config import Settings, TiDBConfig, WarehouseConfig
@@ -53,29 +54,29 @@ def purge(settings: Settings, older_than_days: int, progress: Progress | None = 
         try:
             tidb.require_schema(conn, cfg)
             with exclusive(conn, settings, cfg_w):
-                started = purges(conn, cfg.database, dt.date.min, cutoff - dt.timedelta(days=1))
+                started = purges(conn, cfg.database, dt.date.min, dt.date.max)  # unfinished ones resume, any age
                 candidates = [day for day in _days_with_orders(conn, cfg.database, cutoff) if day not in started]
                 proven: list[dt.date] = []
                 if candidates:
                     check = verify(settings, candidates[0], candidates[-1], daily_only=True)
-                    proven = [day for day in check.proven_days() if day in set(candidates)]
+                    proven = sorted(set(check.proven_days()) & set(candidates))
                     prints = {(c.day, c.table): c.warehouse for c in check.checks}
                     for day in proven:
                         _record(conn, cfg.database, day, {t: prints[(day, t)] for t in ("ORDERS", "EXPRESS")})
                 todo = sorted([day for day, p in started.items() if p.state == "purging"] + proven)
                 wconn = warehouse.connect(cfg_w)
                 try:
-                    for day in todo:
+                    for done, day in enumerate(todo, start=1):
                         orders, express = _delete_day(conn, cfg, wconn, cfg_w, by_table, day)
                         deleted["ORDERS"] += orders
                         deleted["EXPRESS"] += express
                         _finish(conn, cfg.database, day)
-                        report("purged days", todo.index(day) + 1, len(todo))
+                        report("purged days", done, len(todo))
                 finally:
                     wconn.close()
         finally:
             conn.close()
-    kept = [day for day in candidates if day not in set(proven)]
+    kept = sorted(set(candidates) - set(proven))
     return PurgeResult(cutoff, todo, deleted["ORDERS"], deleted["EXPRESS"], kept)
 
 
@@ -88,7 +89,7 @@ def _days_with_orders(conn: Any, database: str, cutoff: dt.date) -> list[dt.date
         return [row[0] for row in cur.fetchall()]
 
 
-def _record(conn: Any, database: str, day: dt.date, prints: dict[str, fingerprint.Fingerprint]) -> None:
+def _record(conn: Any, database: str, day: dt.date, prints: dict[str, Fingerprint]) -> None:
     with conn.cursor() as cur:
         cur.execute(
             f"INSERT INTO `{database}`.archive_purges (day, orders, express, amount, checksum, state, started_at) "
@@ -107,38 +108,41 @@ def _finish(conn: Any, database: str, day: dt.date) -> None:
 def _delete_day(
     conn: Any, cfg: TiDBConfig, wconn: Any, cfg_w: WarehouseConfig, by_table: dict[str, Extract], day: dt.date
 ) -> tuple[int, int]:
-    """Delete one day in batches; each batch only if the warehouse holds exactly its rows.
+    """Delete one day in batches of orders, each order (with its express row) only if the warehouse holds
+    exactly that row: per-row hashes compared. A row that changed after the day was proven stays in TiDB
+    (verify then reports the day as `rows after purge`); the day is finished either way.
 
-    The proof against the warehouse runs with no lock held (it takes round trips); then the batch is
-    locked, read again and compared with what was proven, and deleted by primary key.
+    The comparison with the warehouse runs with no lock held (it takes round trips); then the batch is
+    locked, read again, compared with what was proven, and deleted by primary key.
     """
     orders_x, express_x = by_table["ORDERS"], by_table["EXPRESS"]
     start, end = dt.datetime.combine(day, dt.time()), dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
     deleted_orders = deleted_express = 0
+    after_id = -(2**63)  # keyset pagination: rows kept back are not read again
     while True:
         with conn.cursor() as cur:
-            cur.execute(f"{orders_x.select} ORDER BY id LIMIT %s", (start, end, BATCH_ORDERS))
+            cur.execute(f"{orders_x.select} AND id > %s ORDER BY id LIMIT %s", (start, end, after_id, BATCH_ORDERS))
             ids = [int(row[0]) for row in cur.fetchall()]
         if not ids:
             return deleted_orders, deleted_express
-        orders, express = _read_batch(conn, orders_x, express_x, start, end, ids, lock=False)
-        proven = (
-            _prove(wconn, cfg_w, orders_x, day, "ID", ids, orders),
-            _prove(wconn, cfg_w, express_x, day, "ORDER_ID", ids, express),
+        after_id = ids[-1]
+        proven = _held_exactly(
+            wconn, cfg_w, orders_x, express_x, day, *_read_batch(conn, orders_x, express_x, start, end, ids)
         )
+        if not proven:
+            continue
         conn.begin()
         try:
-            orders, express = _read_batch(conn, orders_x, express_x, start, end, ids, lock=True)
-            if (_print(orders_x, orders, day), _print(express_x, express, day)) != proven:
-                raise EcomError(
-                    f"orders of {day} changed while they were being purged; none of that batch was deleted",
-                    "run the purge again",
-                )
-            express_ids = [int(i) for i in express["ID"]]
+            orders, express = _read_batch(conn, orders_x, express_x, start, end, sorted(proven), lock=True)
+            still = _row_hashes(orders_x, express_x, orders, express)
+            purgeable = sorted(i for i, hashes in still.items() if proven.get(i) == hashes)
+            express_ids = [
+                int(e) for e, o in zip(express["ID"], express["ORDER_ID"], strict=True) if int(o) in set(purgeable)
+            ]
             with conn.cursor() as cur:
                 for table, keys in (
                     (f"`{cfg.express_database}`.express", express_ids),
-                    (f"`{cfg.database}`.orders", ids),
+                    (f"`{cfg.database}`.orders", purgeable),
                 ):
                     if keys:
                         cur.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(keys))})", keys)
@@ -146,17 +150,24 @@ def _delete_day(
                             raise EcomError(
                                 f"deleting from {table} hit {cur.rowcount} of {len(keys)} rows", "run the purge again"
                             )
-            deleted_orders += len(ids)
-            deleted_express += len(express_ids)
-            failpoints.hit("purge.between_batches")
+            failpoints.hit("purge.before_batch_commit")
             conn.commit()
         except BaseException:
-            conn.rollback()
+            with contextlib.suppress(Exception):  # a failed rollback must not hide why we got here
+                conn.rollback()
             raise
+        deleted_orders += len(purgeable)
+        deleted_express += len(express_ids)
 
 
 def _read_batch(
-    conn: Any, orders_x: Extract, express_x: Extract, start: dt.datetime, end: dt.datetime, ids: list[int], lock: bool
+    conn: Any,
+    orders_x: Extract,
+    express_x: Extract,
+    start: dt.datetime,
+    end: dt.datetime,
+    ids: list[int],
+    lock: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The batch's orders (those of the day among `ids`) and their expresses, locked FOR UPDATE if `lock`."""
     marks = ", ".join(["%s"] * len(ids))
@@ -169,24 +180,41 @@ def _read_batch(
     return orders, express
 
 
-def _print(extract: Extract, rows: pd.DataFrame, day: dt.date) -> fingerprint.Fingerprint:
-    return extract.fingerprints(rows, pd.Series(day, index=rows.index)).get(day, fingerprint.Fingerprint())
+Hashes = dict[int, tuple[int, int | None]]  # order id -> (hash of the order row, hash of its express row)
 
 
-def _prove(
-    wconn: Any, cfg: WarehouseConfig, extract: Extract, day: dt.date, key: str, ids: list[int], rows: pd.DataFrame
-) -> fingerprint.Fingerprint:
-    """The warehouse must hold exactly these rows of the day (same keys, same values): their fingerprint."""
+def _row_hashes(orders_x: Extract, express_x: Extract, orders: pd.DataFrame, express: pd.DataFrame) -> Hashes:
+    express_hash = dict(
+        zip((int(i) for i in express["ORDER_ID"]), map(int, row_hashes(express, express_x.checked_types)), strict=True)
+    )
+    return {
+        int(i): (int(h), express_hash.get(int(i)))
+        for i, h in zip(orders["ID"], row_hashes(orders, orders_x.checked_types), strict=True)
+    }
+
+
+def _held_exactly(
+    wconn: Any,
+    cfg: WarehouseConfig,
+    orders_x: Extract,
+    express_x: Extract,
+    day: dt.date,
+    orders: pd.DataFrame,
+    express: pd.DataFrame,
+) -> Hashes:
+    """The batch's orders whose row and express row the warehouse holds exactly, with their hashes."""
+    ids = [int(i) for i in orders["ID"]]
+    if not ids:
+        return {}
     marks = ", ".join(["%s"] * len(ids))
-    sql = f"SELECT {extract.readback()} FROM {extract.table} WHERE ORDER_DATE = %s AND {key} IN ({marks})"
-    held = fingerprint.Fingerprint()
-    for frame in warehouse.frames(cfg, wconn.cursor(), sql, (day, *ids)):
-        held += _print(extract, frame, day)
-    have = _print(extract, rows, day)
-    if held != have:
-        raise EcomError(
-            f"{extract.table} of {day}: TiDB holds rows the warehouse does not hold exactly ({have.rows} in TiDB, "
-            f"{held.rows} in the warehouse; they changed after the day was proven); none of them was deleted",
-            f"they stay in TiDB: see `ecom verify --from {day} --to {day}`",
-        )
-    return have
+    held = []
+    for extract, key in ((orders_x, "ID"), (express_x, "ORDER_ID")):
+        sql = f"SELECT {extract.readback()} FROM {extract.table} WHERE ORDER_DATE = %s AND {key} IN ({marks})"
+        frames = list(warehouse.frames(cfg, wconn.cursor(), sql, (day, *ids)))
+        held.append(pd.concat(frames, ignore_index=True) if frames else orders.iloc[:0])
+    in_warehouse = _row_hashes(orders_x, express_x, *held)
+    return {
+        i: hashes
+        for i, hashes in _row_hashes(orders_x, express_x, orders, express).items()
+        if in_warehouse.get(i) == hashes
+    }

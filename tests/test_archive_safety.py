@@ -324,7 +324,7 @@ def test_purge_deletes_only_proven_days_and_resumes_after_a_kill(shop: Settings)
         str(last),
         "--purge-older-than",
         str(older_than),
-        ECOM_FAILPOINT="purge.between_batches",
+        ECOM_FAILPOINT="purge.before_batch_commit",
     )
     assert killed.returncode == -9, killed.stderr
     states = dict(tidb_rows(shop, "SELECT day, state FROM archive_purges"))
@@ -349,3 +349,36 @@ def test_purge_deletes_only_proven_days_and_resumes_after_a_kill(shop: Settings)
     # the warehouse still holds every purged row once
     held = raw_rows(shop, "SELECT COUNT(*), COUNT(DISTINCT ID) FROM ORDERS WHERE ORDER_DATE < %s", (cutoff,))[0]
     assert held[0] == held[1] == sum(in_tidb.values()) - 1
+
+
+def test_purge_keeps_rows_that_changed_after_they_were_proven(shop: Settings) -> None:
+    from loaders import purge
+
+    first, _ = history(shop)
+    day = first + dt.timedelta(days=6)  # not among the days the purge test purged
+    bounds = (day, day + dt.timedelta(days=1))
+    pipeline.run_archive(shop, day, day)
+    day_orders = "SELECT id FROM orders WHERE created_at >= %s AND created_at < %s ORDER BY id"
+    archived = [row[0] for row in tidb_rows(shop, day_orders, bounds)]
+    changed = archived[len(archived) // 2]
+    with tidb.connection(shop, shop.tidb.database) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE orders SET amount = amount + 1 WHERE id = %s", (changed,))  # after the archive
+    cfg = shop.tidb
+    by_table = {e.table: e for e in archive.extracts(cfg.database, cfg.express_database)}
+    with warehouse.session(shop) as cfg_w, tidb.connection(shop, cfg.database) as conn:
+        wconn = warehouse.connect(cfg_w)
+        try:
+            orders, express = purge._delete_day(conn, cfg, wconn, cfg_w, by_table, day)
+        finally:
+            wconn.close()
+    assert [row[0] for row in tidb_rows(shop, day_orders, bounds)] == [changed]
+    assert (orders, express) == (len(archived) - 1, len(archived) - 1)
+    kept_express = tidb_rows(
+        shop,
+        f"SELECT COUNT(*) FROM `{cfg.express_database}`.express e JOIN orders o ON o.id = e.order_id "
+        "WHERE o.created_at >= %s AND o.created_at < %s",
+        bounds,
+    )
+    assert kept_express == [(1,)]
+    held = raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ORDER_DATE = %s", (day,))
+    assert held == [(len(archived),)], "the warehouse keeps the whole day"
