@@ -204,9 +204,9 @@ def lock_name(settings: Settings, cfg_w: WarehouseConfig) -> str:
     return f"archive:{where}:{cfg_w.database.upper()}.{cfg_w.raw_schema.upper()}"
 
 
-def exclusive(tconn: Any, settings: Settings, cfg_w: WarehouseConfig) -> contextlib.AbstractContextManager[None]:
-    """Archive, purge and reset take turns on the warehouse (see `lock_name`)."""
-    return tidb.exclusive(tconn, lock_name(settings, cfg_w), "archive, purge or reset of this warehouse")
+def archive_lock(tconn: Any, settings: Settings, cfg_w: WarehouseConfig) -> contextlib.AbstractContextManager[None]:
+    """Archive, purge and the archive reset of `generate` take turns on the warehouse (see `lock_name`)."""
+    return tidb.exclusive(tconn, lock_name(settings, cfg_w), "archive, purge or generate on this warehouse")
 
 
 def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None) -> ArchiveResult:
@@ -232,7 +232,9 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
             raise
         try:
             tidb.require_schema(tconn, cfg_t)
-            with exclusive(tconn, settings, cfg_w):
+            # the lock lives on a connection of its own: the reader's long write timeout would keep a
+            # dropped session, and its lock, alive on the server for an hour
+            with tidb.connection(settings, cfg_t.database) as lock_conn, archive_lock(lock_conn, settings, cfg_w):
                 ensure_raw_tables(wconn)
                 _drop_stages(wconn, cfg_w)  # a killed run's leftovers: no other run is active while we hold the lock
                 with tconn.cursor() as cur:
@@ -400,7 +402,7 @@ def forget(settings: Settings, replacing_business_data: bool = False) -> None:
     cfg_t = settings.tidb
     with warehouse.session(settings) as cfg, tidb.connection(settings, cfg_t.database) as tconn:
         tidb.require_schema(tconn, cfg_t)
-        with exclusive(tconn, settings, cfg):
+        with archive_lock(tconn, settings, cfg):
             with tconn.cursor() as cur:
                 purged = tidb.scalar(cur, f"SELECT COUNT(*) FROM `{cfg_t.database}`.archive_purges")
             if purged and not replacing_business_data:

@@ -124,27 +124,32 @@ def lock_name(database: str) -> str:
     return f"export:{database}"
 
 
+def _read_marts(settings: Settings) -> dict[str, list[pd.DataFrame]]:
+    with warehouse.session(settings) as wcfg:
+        wconn = warehouse.connect(wcfg)
+        try:
+            return {spec.table: _read_mart(wconn, f"{wcfg.database}.{wcfg.schema}", spec) for spec in SERVING_TABLES}
+        finally:
+            wconn.close()
+
+
 def export(settings: Settings, progress: Progress | None = None) -> ExportResult:
     report = progress or (lambda _table, _done, _total: None)
     cfg = settings.tidb
     db = f"`{cfg.database}`"
     exported_at = settings.now()
     rows: dict[str, int] = {}
-    with warehouse.session(settings) as wcfg:
-        wconn = warehouse.connect(wcfg)
-        try:
-            marts = {spec.table: _read_mart(wconn, f"{wcfg.database}.{wcfg.schema}", spec) for spec in SERVING_TABLES}
-        finally:
-            wconn.close()
-    as_of = _one_as_of_date(marts)
     with tidb.connection(settings, cfg.database) as conn:
         tidb.require_schema(conn, cfg)
         # One at a time: else another export's sweep could drop our `__new` tables, and our RENAME swap in
-        # its half-built ones. A second export waits for the first (exports take seconds).
+        # its half-built ones. A second export waits for the first (exports take seconds). The marts are
+        # read under the lock too, so a slower export never swaps older marts in over a newer one.
         with (
             tidb.exclusive(conn, lock_name(cfg.database), "export into this database", LOCK_WAIT_SECONDS),
             conn.cursor() as cur,
         ):
+            marts = _read_marts(settings)
+            as_of = _one_as_of_date(marts)
             for spec in SERVING_TABLES:
                 cur.execute(f"DROP TABLE IF EXISTS {db}.{spec.table}__new, {db}.{spec.table}__old")
                 cur.execute(f"CREATE TABLE {db}.{spec.table}__new LIKE {db}.{spec.table}")

@@ -8,7 +8,8 @@ MariaDB, Snowflake and DuckDB.
 
 The row hash is spelled out here (not borrowed from a library whose internals may change), because the
 purge stores checksums for good: text is hashed with FNV-1a 64 over its UTF-8 bytes, then its length
-mixed in; integers and timestamps (whole seconds since 1970) are mixed with splitmix64's finaliser; a
+mixed in; integers and timestamps (whole seconds since 1970) are mixed with splitmix64's finaliser; text
+and integers are followed by a NULL flag (0 or 1, mixed the same way); a
 row folds its columns left to right as h = mix(h * FNV_PRIME ^ column_hash). All arithmetic is modulo 2^64.
 """
 
@@ -41,8 +42,11 @@ class Fingerprint:
 
 
 def _int64(column: pd.Series) -> np.ndarray:
-    if column.dtype == object:  # Decimal or int objects (NUMBER columns): exact, even beyond 2^53
-        return np.fromiter((int(v) for v in column), dtype=np.int64, count=len(column))
+    """Integers exactly, even beyond 2^53 (Decimal or int objects from NUMBER columns); NULL as 0."""
+    if column.dtype == object:
+        return np.fromiter((0 if v is None else int(v) for v in column), dtype=np.int64, count=len(column))
+    if column.dtype.kind == "f":  # a nullable integer column read as floats: exact only below 2^53
+        return column.fillna(0).to_numpy(dtype=np.int64)
     return column.to_numpy(dtype=np.int64)
 
 
@@ -60,10 +64,11 @@ def _text_hashes(column: pd.Series) -> np.ndarray:
     encoded = [v.encode() if isinstance(v, str) else b"" for v in column]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     width = max(int(lengths.max(initial=0)), 1)
-    matrix = np.array(encoded, dtype=f"S{width}").view(np.uint8).reshape(len(encoded), width).astype(np.uint64)
+    matrix = np.array(encoded, dtype=f"S{width}").view(np.uint8).reshape(len(encoded), width)
     hashes = np.full(len(encoded), _FNV_OFFSET)
-    for position in range(width):
-        hashes = np.where(lengths > position, (hashes ^ matrix[:, position]) * _FNV_PRIME, hashes)
+    for position in range(width):  # one byte column widened at a time: one long value must not widen them all
+        byte = matrix[:, position].astype(np.uint64)
+        hashes = np.where(lengths > position, (hashes ^ byte) * _FNV_PRIME, hashes)
     return _mix(hashes ^ lengths.astype(np.uint64))
 
 
@@ -80,8 +85,9 @@ def _column_hashes(frame: pd.DataFrame, columns: Mapping[str, str]) -> list[np.n
         elif sql_type.startswith("VARCHAR"):  # NULL is told from every string by a flag of its own
             hashes.append(_text_hashes(column))
             hashes.append(_mix(column.isna().to_numpy(dtype=np.uint64)))
-        else:
+        else:  # NULL is told from 0 by its flag
             hashes.append(_mix(_int64(column).view(np.uint64)))
+            hashes.append(_mix(column.isna().to_numpy(dtype=np.uint64)))
     return hashes
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from loaders.archive import Extract, exclusive, extracts, to_frame
+from loaders.archive import Extract, archive_lock, extracts, to_frame
 from loaders.fingerprint import Fingerprint, row_hashes
 from loaders.verify import Purge, purges, verify
 from runner import failpoints, tidb, warehouse
@@ -53,7 +53,7 @@ def purge(settings: Settings, older_than_days: int, progress: Progress | None = 
         conn = tidb.connect(settings, cfg.database)
         try:
             tidb.require_schema(conn, cfg)
-            with exclusive(conn, settings, cfg_w):
+            with archive_lock(conn, settings, cfg_w):
                 started = purges(conn, cfg.database, dt.date.min, dt.date.max)  # unfinished ones resume, any age
                 candidates = [day for day in _days_with_orders(conn, cfg.database, cutoff) if day not in started]
                 proven: list[dt.date] = []

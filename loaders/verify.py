@@ -23,6 +23,7 @@ from runner.serving import Table
 Fingerprint = fingerprint.Fingerprint
 
 OK, DIFFERS, PURGED, PURGING = "ok", "differs", "purged", "purge unfinished"
+PURGED_COPY_CHANGED = "purged copy changed"  # the warehouse no longer holds what the purge proved
 LATE_AFTER_PURGE = "rows after purge"  # rows arrived in TiDB for a day already purged: not in the warehouse
 SNAPSHOT_CHANGED = "changed since archived"  # users/items moved on after their snapshot: expected, not a loss
 
@@ -58,6 +59,12 @@ class VerifyReport:
     def advice(self) -> str:
         """What to do about the checks that are not ok."""
         differs, unfinished, late = self.days(DIFFERS), self.days(PURGING), self.days(LATE_AFTER_PURGE)
+        changed = self.days(PURGED_COPY_CHANGED)
+        if changed:
+            return (
+                f"the warehouse copy of purged days changed ({changed[0]}..{changed[-1]}) and TiDB no longer "
+                "holds them: restore RAW from Snowflake Time Travel or a backup"
+            )
         if differs:
             return f"archive those days again: `ecom archive --from {differs[0]} --to {differs[-1]}`"
         if unfinished:
@@ -71,7 +78,7 @@ class VerifyReport:
 
     def proven_days(self) -> list[dt.date]:
         """Days where TiDB and the warehouse hold exactly the same orders and expresses."""
-        bad = set(self.days(DIFFERS, PURGED, PURGING))
+        bad = set(self.days(DIFFERS, PURGED, PURGING, PURGED_COPY_CHANGED, LATE_AFTER_PURGE))
         return [day for day in self.days(OK) if day not in bad]
 
 
@@ -184,7 +191,7 @@ def verify(settings: Settings, first: dt.date, last: dt.date, daily_only: bool =
             if day in purged:
                 # TiDB no longer holds the day: the warehouse must still hold what the purge proved
                 if held != purged[day].prints[table]:
-                    state = DIFFERS
+                    state = PURGED_COPY_CHANGED
                 elif purged[day].state != "purged":
                     state = PURGING
                 else:

@@ -35,10 +35,10 @@ TRANSIENT_CODES = {
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 4
-    first_delay: float = 0.5
+    attempts: int = 5
+    first_delay: float = 1.0
     max_delay: float = 8.0
-    budget: float = 60.0  # seconds of waiting between attempts, all retries together
+    budget: float = 30.0  # seconds of waiting between attempts, all retries together (1+2+4+8 ≈ 15 s)
 
 
 def is_transient(exc: BaseException) -> bool:

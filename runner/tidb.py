@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ _ACCESS_DENIED = {1044, 1045, 1698}
 _UNKNOWN_DATABASE = 1049
 _UNKNOWN_TIME_ZONE = 1298
 _UNKNOWN_SYSTEM_VARIABLE = 1193
+# No server answered, or it went away, or it is full: these may pass, so the steps retry them.
+_CANNOT_REACH = {0, 1040, 2003, 2005, 2006, 2013}
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def connect(
             host=cfg.host,
             port=cfg.port,
             user=cfg.user,
-            password=cfg.password.encode(),  # UTF-8, as the server's clients send it (pymysql: latin-1)
+            password=os.fsencode(cfg.password),  # UTF-8, as the server's clients send it (pymysql: latin-1)
             database=database,
             charset="utf8mb4",
             connect_timeout=10,
@@ -78,9 +81,14 @@ def connect(
             ) from None
         if code == _UNKNOWN_DATABASE:
             raise EcomError(f"database {database!r} does not exist on {cfg.address}", "run `ecom init`") from None
-        raise TransientError(
-            f"cannot reach TiDB at {cfg.host}:{cfg.port} ({message})",
-            "start a MySQL-protocol server there or set TIDB_HOST/TIDB_PORT (e.g. TiDB on port 4000)",
+        if code in _CANNOT_REACH:
+            raise TransientError(
+                f"cannot reach TiDB at {cfg.host}:{cfg.port} ({message})",
+                "start a MySQL-protocol server there or set TIDB_HOST/TIDB_PORT (e.g. TiDB on port 4000)",
+            ) from None
+        raise EcomError(  # host not allowed, TLS required, an unsupported login method: retrying will not help
+            f"TiDB at {cfg.address} refused the connection ({message})",
+            "check TIDB_HOST, TIDB_USER and TIDB_SSL_CA (TiDB Cloud needs TLS)",
         ) from None
     return conn
 
@@ -217,7 +225,15 @@ def ping(settings: Settings) -> Flavor:
 
 
 def require_schema(conn: pymysql.connections.Connection, cfg: TiDBConfig) -> None:
-    with conn.cursor() as cur:
+    """The business tables exist and every versioned SQL file of this code has been applied."""
+    with conn.cursor(pymysql.cursors.Cursor) as cur:
         sql = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'orders'"
         if scalar(cur, sql, (cfg.database,)) == 0:
             raise EcomError(f"database {cfg.database!r} has no schema yet", "run `ecom init`")
+        cur.execute(f"SELECT version FROM `{cfg.database}`.schema_migrations")
+        missing = sorted({path.name for path in migration_files()} - {row[0] for row in cur.fetchall()})
+    if missing:
+        raise EcomError(
+            f"the schema of {cfg.database!r} is older than this code ({', '.join(missing)} not applied)",
+            "run `ecom init`",
+        )

@@ -148,7 +148,7 @@ def test_a_second_archive_stops_while_one_runs(shop: Settings) -> None:
     with (
         tidb.connection(shop) as other,
         tidb.exclusive(other, lock, "archive"),
-        pytest.raises(EcomError, match="another archive, purge or reset of this warehouse is running"),
+        pytest.raises(EcomError, match="another archive, purge or generate on this warehouse is running"),
     ):
         pipeline.run_archive(shop, last, last)
     # two real processes at once: one archives, the other stops with one clear line; the data stays whole
