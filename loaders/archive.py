@@ -8,7 +8,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -17,6 +17,7 @@ from runner import failpoints, tidb, warehouse
 from runner.config import Settings, WarehouseConfig
 from runner.errors import EcomError
 
+T = TypeVar("T")
 FETCH_ROWS = 100_000
 Progress = Callable[[str, int, int], None]
 
@@ -395,17 +396,26 @@ def require_not_purged(tconn: Any, database: str, first: dt.date, last: dt.date)
         )
 
 
-def forget(settings: Settings, replacing_business_data: bool = False) -> None:
-    """Drop everything archived (when the business data is regenerated, the old archive describes
-    orders that no longer exist). Refused while purged days exist, whose only copy is in the warehouse,
-    unless the business data they belong to is being replaced too."""
+def forget(settings: Settings) -> None:
+    """Drop everything archived (the demo starting afresh). Refused while purged days exist, whose only
+    copy is in the warehouse."""
+    _drop_archive(settings, keep_purged=True, then=lambda: None)
+
+
+def replace_history(settings: Settings, regenerate: Callable[[], T]) -> T:
+    """Drop everything archived, then run `regenerate` under the same lock: the old archive describes orders
+    that no longer exist, and no archive may publish them in between."""
+    return _drop_archive(settings, keep_purged=False, then=regenerate)
+
+
+def _drop_archive(settings: Settings, keep_purged: bool, then: Callable[[], T]) -> T:
     cfg_t = settings.tidb
     with warehouse.session(settings) as cfg, tidb.connection(settings, cfg_t.database) as tconn:
         tidb.require_schema(tconn, cfg_t)
         with archive_lock(tconn, settings, cfg):
             with tconn.cursor() as cur:
                 purged = tidb.scalar(cur, f"SELECT COUNT(*) FROM `{cfg_t.database}`.archive_purges")
-            if purged and not replacing_business_data:
+            if purged and keep_purged:
                 raise EcomError(
                     f"the warehouse holds the only copy of {purged} day(s) purged from TiDB; dropping the archive "
                     "would lose them",
@@ -418,3 +428,4 @@ def forget(settings: Settings, replacing_business_data: bool = False) -> None:
                     cur.execute(f"DROP TABLE IF EXISTS {table}")
             finally:
                 conn.close()
+            return then()

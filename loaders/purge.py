@@ -57,12 +57,12 @@ def purge(settings: Settings, older_than_days: int, progress: Progress | None = 
                 started = purges(conn, cfg.database, dt.date.min, dt.date.max)  # unfinished ones resume, any age
                 candidates = [day for day in _days_with_orders(conn, cfg.database, cutoff) if day not in started]
                 proven: list[dt.date] = []
-                if candidates:
-                    check = verify(settings, candidates[0], candidates[-1], daily_only=True)
-                    proven = sorted(set(check.proven_days()) & set(candidates))
+                for first, last in _windows(candidates):
+                    check = verify(settings, first, last, daily_only=True)
                     prints = {(c.day, c.table): c.warehouse for c in check.checks}
-                    for day in proven:
+                    for day in sorted(set(check.proven_days()) & set(candidates)):
                         _record(conn, cfg.database, day, {t: prints[(day, t)] for t in ("ORDERS", "EXPRESS")})
+                        proven.append(day)
                 todo = sorted([day for day, p in started.items() if p.state == "purging"] + proven)
                 wconn = warehouse.connect(cfg_w)
                 try:
@@ -78,6 +78,17 @@ def purge(settings: Settings, older_than_days: int, progress: Progress | None = 
             conn.close()
     kept = sorted(set(candidates) - set(proven))
     return PurgeResult(cutoff, todo, deleted["ORDERS"], deleted["EXPRESS"], kept)
+
+
+def _windows(days: list[dt.date], span: int = 366) -> list[tuple[dt.date, dt.date]]:
+    """(first, last) ranges of at most `span` days covering the sorted `days` (verify takes bounded ranges)."""
+    windows: list[tuple[dt.date, dt.date]] = []
+    for day in days:
+        if windows and (day - windows[-1][0]).days < span:
+            windows[-1] = (windows[-1][0], day)
+        else:
+            windows.append((day, day))
+    return windows
 
 
 def _days_with_orders(conn: Any, database: str, cutoff: dt.date) -> list[dt.date]:

@@ -31,9 +31,9 @@ def run_generate(
 ) -> generate_mod.GenerateResult:
     started = settings.now()
     spec.validate()
-    # New business data makes the old archive describe orders that no longer exist: drop it first.
-    archive_mod.forget(settings, replacing_business_data=True)
-    result = retried(lambda: generate_mod.generate(settings, spec, progress))
+    result = archive_mod.replace_history(
+        settings, lambda: retried(lambda: generate_mod.generate(settings, spec, progress))
+    )
     runs.record(
         settings,
         "generate",
