@@ -128,6 +128,15 @@ class ArchiveResult:
     prints: dict[str, Prints]  # per table and day (snapshots under the last day): what TiDB held and RAW now holds
 
 
+def day_bounds(first: dt.date, last: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end): the timestamps of the business days first..last (the session is in the business zone)."""
+    return dt.datetime.combine(first, dt.time()), dt.datetime.combine(last + dt.timedelta(days=1), dt.time())
+
+
+def days_in(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=d) for d in range((last - first).days + 1)]
+
+
 def parse_day(text: str, option: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -219,7 +228,7 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
     check_range(settings, first, last)
     report = progress or (lambda _table, _done, _total: None)
     cfg_t = settings.tidb
-    start, end = dt.datetime.combine(first, dt.time()), dt.datetime.combine(last + dt.timedelta(days=1), dt.time())
+    start, end = day_bounds(first, last)
     read: dict[str, Prints] = {}
     counts: dict[str, int] = {}
     archived_at = settings.now()
@@ -310,7 +319,7 @@ def _publish(
     The fingerprints of what RAW then holds are checked inside the transaction: a mismatch rolls it back.
     """
     by_table = {e.table: e for e in extracts("_", "_")}
-    days = [first + dt.timedelta(days=d) for d in range((last - first).days + 1)]
+    days = days_in(first, last)
     cur = wconn.cursor()
     cur.execute("BEGIN")
     try:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from loaders.archive import Extract, archive_lock, extracts, to_frame
+from loaders.archive import Extract, archive_lock, day_bounds, extracts, to_frame
 from loaders.fingerprint import Fingerprint, row_hashes
 from loaders.verify import Purge, purges, verify
 from runner import failpoints, tidb, warehouse
@@ -127,12 +127,16 @@ def _delete_day(
     locked, read again, compared with what was proven, and deleted by primary key.
     """
     orders_x, express_x = by_table["ORDERS"], by_table["EXPRESS"]
-    start, end = dt.datetime.combine(day, dt.time()), dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
+    start, end = day_bounds(day, day)
     deleted_orders = deleted_express = 0
     after_id = -(2**63)  # keyset pagination: rows kept back are not read again
     while True:
         with conn.cursor() as cur:
-            cur.execute(f"{orders_x.select} AND id > %s ORDER BY id LIMIT %s", (start, end, after_id, BATCH_ORDERS))
+            cur.execute(
+                f"SELECT id FROM `{cfg.database}`.orders WHERE created_at >= %s AND created_at < %s AND id > %s "
+                "ORDER BY id LIMIT %s",
+                (start, end, after_id, BATCH_ORDERS),
+            )
             ids = [int(row[0]) for row in cur.fetchall()]
         if not ids:
             return deleted_orders, deleted_express

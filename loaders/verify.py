@@ -14,7 +14,18 @@ from decimal import Decimal
 from typing import Any
 
 from loaders import fingerprint
-from loaders.archive import DAILY_TABLES, Prints, check_range, day_of, extracts, read_back, stream_rows, to_frame
+from loaders.archive import (
+    DAILY_TABLES,
+    Prints,
+    check_range,
+    day_bounds,
+    day_of,
+    days_in,
+    extracts,
+    read_back,
+    stream_rows,
+    to_frame,
+)
 from runner import tidb, warehouse
 from runner.config import Settings
 from runner.errors import EcomError
@@ -140,7 +151,7 @@ def _tidb_prints(
 ) -> tuple[dict[str, Prints], dict[dt.date, Purge]]:
     """What TiDB holds, and which days it purged, as of one moment."""
     cfg = settings.tidb
-    start, end = dt.datetime.combine(first, dt.time()), dt.datetime.combine(last + dt.timedelta(days=1), dt.time())
+    start, end = day_bounds(first, last)
     prints: dict[str, Prints] = {}
     conn = tidb.connect(settings, cfg.database, streaming=True)
     try:
@@ -184,8 +195,7 @@ def verify(settings: Settings, first: dt.date, last: dt.date, daily_only: bool =
     in_warehouse = _warehouse_prints(settings, first, last, daily_only)
     empty = Fingerprint()
     checks: list[Check] = []
-    for offset in range((last - first).days + 1):
-        day = first + dt.timedelta(days=offset)
+    for day in days_in(first, last):
         for table in DAILY_TABLES:
             have, held = on_tidb[table].get(day, empty), in_warehouse[table].get(day, empty)
             if day in purged:

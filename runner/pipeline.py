@@ -162,7 +162,7 @@ def require_archive(settings: Settings, as_of: dt.date) -> None:
 
 def archive_is_exactly(settings: Settings, first: dt.date, last: dt.date) -> bool:
     """Whether the warehouse holds every day of [first, last] and no other day."""
-    days = {first + dt.timedelta(days=d) for d in range((last - first).days + 1)}
+    days = set(archive_mod.days_in(first, last))
     return archived_order_days(settings) == days
 
 
