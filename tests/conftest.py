@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,3 +97,14 @@ def env_for(settings: Settings) -> dict[str, str]:
         DO_NOT_TRACK="1",
     )
     return env
+
+
+def run_ecom(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, on these settings, with `env` on top."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        env={**env_for(settings), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -21,7 +21,7 @@ from loaders.stream import StreamSpec, stream
 from runner import pipeline, retry, tidb, warehouse
 from runner.config import Settings, TiDBConfig
 from runner.errors import EcomError
-from tests.conftest import drop_databases, env_for, make_settings
+from tests.conftest import drop_databases, env_for, make_settings, run_ecom
 
 SPEC = GenerateSpec(users=1_500, items=200, orders=12_000, days=20, seed=5)
 CRASH_POINTS = ["archive.between_batches", "archive.after_stage", "archive.before_log_rows", "archive.after_publish"]
@@ -97,16 +97,6 @@ def assert_whole(settings: Settings, first: dt.date, last: dt.date) -> None:
     assert stages == []
 
 
-def run_cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        env={**env_for(settings), **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_archive_killed_then_rerun_loses_and_doubles_nothing(shop: Settings, point: str) -> None:
     first, last = history(shop)
@@ -114,7 +104,7 @@ def test_archive_killed_then_rerun_loses_and_doubles_nothing(shop: Settings, poi
     late_id = add_order(shop, dt.datetime.combine(late_day, dt.time(13, 0)))  # the killed run's new content
     before = raw_rows(shop, "SELECT COUNT(*) FROM ORDERS")[0][0]
 
-    killed = run_cli(shop, "archive", "--from", str(first), "--to", str(last), ECOM_FAILPOINT=point)
+    killed = run_ecom(shop, "archive", "--from", str(first), "--to", str(last), ECOM_FAILPOINT=point)
     assert killed.returncode == -9, killed.stderr
 
     holds_late = raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ID = %s", (late_id,))[0][0]
@@ -177,7 +167,7 @@ def test_late_rows_are_found_by_verify_and_picked_up_by_recheck(shop: Settings) 
     add_order(shop, dt.datetime.combine(day, dt.time(23, 59, 59)))
     report = verify.verify(shop, first, last)
     assert not report.ok and report.days(verify.DIFFERS) == [day]
-    cli = run_cli(shop, "verify", "--from", str(first), "--to", str(last))
+    cli = run_ecom(shop, "verify", "--from", str(first), "--to", str(last))
     assert cli.returncode == 1 and str(day) in cli.stdout, cli.stdout + cli.stderr
     assert cli.stderr.strip().count("\n") == 0 and "2 of " in cli.stderr and f"--from {day} --to {day}" in cli.stderr
     assert pipeline.run_recheck(shop, last, 5) == [day]
@@ -317,7 +307,7 @@ def test_purge_deletes_only_proven_days_and_resumes_after_a_kill(shop: Settings)
         tidb_rows(shop, "SELECT DATE(created_at), COUNT(*) FROM orders WHERE created_at < %s GROUP BY 1", (cutoff,))
     )
 
-    killed = run_cli(
+    killed = run_ecom(
         shop,
         "archive",
         "--date",

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from runner import tidb
 from runner.config import Settings
-from tests.conftest import env_for
+from tests.conftest import run_ecom as ecom
 
 SECRET = "Wr0ng-Secret-4711"
-
-
-def ecom(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        env={**env_for(settings), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def assert_one_clear_line(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
