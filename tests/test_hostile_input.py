@@ -282,32 +282,25 @@ def report_counts(request: pytest.FixtureRequest) -> Iterator[None]:
         print("\n" + "\n".join(lines))
 
 
-def _orders_of(s: Settings, user_id: int, limit: int) -> list[int]:
-    db = s.tidb.database
+def _query(s: Settings, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+    """Rows of one query on the shop's business database, over a connection of the test's own."""
     conn = _root(s.tidb)
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                f"SELECT id FROM `{db}`.orders WHERE user_id = %s ORDER BY created_at DESC, id DESC LIMIT %s",
-                (user_id, limit),
-            )
-            return [row[0] for row in cur.fetchall()]
+            cur.execute(sql, params)
+            return list(cur.fetchall())
     finally:
         conn.close()
+
+
+def _orders_of(s: Settings, user_id: int, limit: int) -> list[int]:
+    sql = f"SELECT id FROM `{s.tidb.database}`.orders WHERE user_id = %s ORDER BY created_at DESC, id DESC LIMIT %s"
+    return [row[0] for row in _query(s, sql, (user_id, limit))]
 
 
 def _orders_between(s: Settings, first: dt.date, last: dt.date) -> int:
-    db = s.tidb.database
-    conn = _root(s.tidb)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                f"SELECT COUNT(*) FROM `{db}`.orders WHERE created_at >= %s AND created_at < %s",
-                (first, last + dt.timedelta(days=1)),
-            )
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
+    sql = f"SELECT COUNT(*) FROM `{s.tidb.database}`.orders WHERE created_at >= %s AND created_at < %s"
+    return int(_query(s, sql, (first, last + dt.timedelta(days=1)))[0][0])
 
 
 # ------------------------------------------------------------------------------------------ strategies
