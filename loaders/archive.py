@@ -157,10 +157,11 @@ def check_range(settings: Settings, first: dt.date, last: dt.date) -> None:
         raise EcomError(f"{first}..{last} spans more than ten years", "archive a shorter range")
 
 
-def stream_rows(cur: Any, sql: str, params: tuple[object, ...]) -> Iterator[list[tuple[object, ...]]]:
-    cur.execute(sql, params)
+def read_frames(cur: Any, extract: Extract, start: dt.datetime, end: dt.datetime) -> Iterator[pd.DataFrame]:
+    """The extract's rows (of [start, end) for a daily table, all of them for a snapshot) in bounded chunks."""
+    cur.execute(extract.select, (start, end) if extract.day_column else ())
     while rows := cur.fetchmany(FETCH_ROWS):
-        yield rows
+        yield to_frame(extract, rows)
 
 
 def to_frame(extract: Extract, rows: list[tuple[object, ...]]) -> pd.DataFrame:
@@ -177,14 +178,13 @@ def _stage_name(table: str, run_id: str) -> str:
 
 
 def _write_stage(
-    wconn: Any, cfg: WarehouseConfig, stage: str, extract: Extract, chunks: Iterator[list[tuple[object, ...]]]
+    wconn: Any, cfg: WarehouseConfig, stage: str, extract: Extract, frames: Iterator[pd.DataFrame]
 ) -> Iterator[pd.DataFrame]:
-    """Write the chunks into the run's stage table, yielding each chunk once it is written."""
+    """Write the frames into the run's stage table, yielding each frame once it is written."""
     from snowflake.connector import pandas_tools  # looked up at call time: the stand-in patches it
 
     wconn.cursor().execute(f"CREATE OR REPLACE TABLE {stage} ({extract.stage_columns})")
-    for rows in chunks:
-        frame = to_frame(extract, rows)
+    for frame in frames:
         ok, _, written, _ = pandas_tools.write_pandas(
             wconn,
             frame,
@@ -255,10 +255,9 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
                     for extract in extracts(cfg_t.database, cfg_t.express_database):
                         counts[extract.table] = 0
                         read[extract.table] = {}
-                        params = (start, end) if extract.day_column else ()
                         stage = _stage_name(extract.table, run_id)
-                        chunks = stream_rows(cur, extract.select, params)
-                        for frame in _write_stage(wconn, cfg_w, stage, extract, chunks):
+                        frames = read_frames(cur, extract, start, end)
+                        for frame in _write_stage(wconn, cfg_w, stage, extract, frames):
                             counts[extract.table] += len(frame)
                             fingerprint.merge(
                                 read[extract.table], extract.fingerprints(frame, day_of(extract, frame, last))

@@ -23,8 +23,7 @@ from loaders.archive import (
     days_in,
     extracts,
     read_back,
-    stream_rows,
-    to_frame,
+    read_frames,
 )
 from runner import tidb, warehouse
 from runner.config import Settings
@@ -163,9 +162,7 @@ def _tidb_prints(
                 if daily_only and extract.day_column is None:
                     continue
                 prints[extract.table] = {}
-                params = (start, end) if extract.day_column else ()
-                for rows in stream_rows(cur, extract.select, params):
-                    frame = to_frame(extract, rows)
+                for frame in read_frames(cur, extract, start, end):
                     fingerprint.merge(prints[extract.table], extract.fingerprints(frame, day_of(extract, frame, last)))
             cur.execute("COMMIT")
     finally:
