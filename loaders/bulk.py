@@ -1,12 +1,20 @@
-"""Bulk writes into the TiDB side: LOAD DATA LOCAL INFILE where the server allows it, batched INSERTs else."""
+"""Bulk writes into the TiDB side: LOAD DATA LOCAL INFILE where the server allows it, batched INSERTs else.
+
+`load_batches` overlaps the client's work with the server's: while the server loads one batch, a thread
+produces the next ones (generating them and rendering them as TSV), so a load runs at the server's pace.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import queue
 import tempfile
+import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import pymysql
@@ -36,6 +44,76 @@ def insert_rows(
     return len(rows)
 
 
+def write_tsv(frame: pd.DataFrame, path: str) -> None:
+    """The frame as LOAD DATA's default text format: tab-separated, backslash escapes, \\N for NULL."""
+    text_columns = {
+        c: frame[c].str.translate(_ESCAPES)
+        for c in frame.columns
+        if pd.api.types.infer_dtype(frame[c], skipna=True) == "string"
+    }
+    frame.assign(**text_columns).to_csv(
+        path,
+        sep="\t",
+        header=False,
+        index=False,
+        na_rep="\\N",
+        quoting=csv.QUOTE_NONE,
+        quotechar="\0",
+        lineterminator="\n",
+        date_format="%Y-%m-%d %H:%M:%S",
+    )
+
+
+def load_tsv(conn: pymysql.connections.Connection, table: str, columns: Sequence[str], path: str, rows: int) -> int:
+    """LOAD DATA LOCAL INFILE of a file `write_tsv` wrote; exactly `rows` rows must arrive, without warnings."""
+    with conn.cursor() as cur:
+        loaded = cur.execute(
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4 "
+            "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+            f"({_quoted(columns)})",
+            (path,),
+        )
+        # LOCAL turns bad values into warnings (truncated, clamped, defaulted): treat them as errors.
+        cur.execute("SHOW WARNINGS LIMIT 3")
+        warnings = cur.fetchall()
+    if warnings or loaded != rows:
+        detail = "; ".join(str(w[2]) for w in warnings) if warnings else f"{loaded} of {rows} rows"
+        raise EcomError(f"loading {table} was not exact ({detail})", "fix the data or the table definition")
+    return loaded
+
+
+@dataclass
+class _Rendered:
+    table: str
+    frame: pd.DataFrame
+    path: str
+
+
+def _load_rendered(conn: pymysql.connections.Connection, batch: _Rendered) -> int:
+    columns = list(batch.frame.columns)
+    if conn not in _LOCAL_INFILE_OFF:
+        try:
+            return load_tsv(conn, batch.table, columns, batch.path, len(batch.frame))
+        except pymysql.err.MySQLError as exc:
+            if not (exc.args and exc.args[0] in _LOCAL_INFILE_REFUSED):
+                raise
+            _LOCAL_INFILE_OFF.add(conn)  # the server said no: stay on INSERTs for this connection
+    frame = batch.frame
+    rows = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
+    return insert_rows(conn, batch.table, columns, list(rows))
+
+
+def _render(table: str, frame: pd.DataFrame) -> _Rendered:
+    fd, path = tempfile.mkstemp(prefix="ecom_load_", suffix=".tsv")
+    os.close(fd)
+    try:
+        write_tsv(frame, path)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return _Rendered(table, frame, path)
+
+
 def load_frame(conn: pymysql.connections.Connection, table: str, frame: pd.DataFrame) -> int:
     """Load a DataFrame into `table` (columns by name) in bulk; returns the rows loaded.
 
@@ -43,46 +121,64 @@ def load_frame(conn: pymysql.connections.Connection, table: str, frame: pd.DataF
     """
     if frame.empty:
         return 0
-    columns = list(frame.columns)
-    if conn not in _LOCAL_INFILE_OFF:
-        fd, path = tempfile.mkstemp(prefix="ecom_load_", suffix=".tsv")
-        os.close(fd)
+    batch = _render(table, frame)
+    try:
+        return _load_rendered(conn, batch)
+    finally:
+        os.unlink(batch.path)
+
+
+_DONE = object()
+
+
+def load_batches(
+    conn: pymysql.connections.Connection, batches: Iterable[tuple[str, pd.DataFrame]], ahead: int = 2
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Load each (table, frame) in order, yielding it once loaded. Up to `ahead` batches are produced and
+    rendered meanwhile by a thread: the server loads while the client generates (both sides then run at
+    once, on two cores). Stopping early (an error, or the caller closing the iterator) stops the thread."""
+    ready: queue.Queue[object] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def produce() -> None:
         try:
-            text_columns = {
-                c: frame[c].str.translate(_ESCAPES)
-                for c in columns
-                if pd.api.types.infer_dtype(frame[c], skipna=True) == "string"
-            }
-            frame.assign(**text_columns).to_csv(
-                path,
-                sep="\t",
-                header=False,
-                index=False,
-                na_rep="\\N",
-                quoting=csv.QUOTE_NONE,
-                quotechar="\0",
-                lineterminator="\n",
-                date_format="%Y-%m-%d %H:%M:%S",
-            )
-            with conn.cursor() as cur:
-                loaded = cur.execute(
-                    f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4 "
-                    "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
-                    f"({_quoted(columns)})",
-                    (path,),
-                )
-                # LOCAL turns bad values into warnings (truncated, clamped, defaulted): treat them as errors.
-                cur.execute("SHOW WARNINGS LIMIT 3")
-                warnings = cur.fetchall()
-            if warnings or loaded != len(frame):
-                detail = "; ".join(str(w[2]) for w in warnings) if warnings else f"{loaded} of {len(frame)} rows"
-                raise EcomError(f"loading {table} was not exact ({detail})", "fix the data or the table definition")
-            return loaded
-        except pymysql.err.MySQLError as exc:
-            if not (exc.args and exc.args[0] in _LOCAL_INFILE_REFUSED):
-                raise
-            _LOCAL_INFILE_OFF.add(conn)  # the server said no: stay on INSERTs for this connection
-        finally:
-            os.unlink(path)
-    rows = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
-    return insert_rows(conn, table, columns, list(rows))
+            for table, frame in batches:
+                if stop.is_set():
+                    return
+                if not frame.empty:
+                    rendered = _render(table, frame)
+                    while not stop.is_set():
+                        with contextlib.suppress(queue.Full):
+                            ready.put(rendered, timeout=0.1)
+                            break
+                    else:
+                        os.unlink(rendered.path)
+                        return
+            ready.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put(exc)
+
+    worker = threading.Thread(target=produce, name="ecom-bulk-render", daemon=True)
+    worker.start()
+    try:
+        while (item := ready.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, _Rendered)
+            try:
+                _load_rendered(conn, item)
+            finally:
+                os.unlink(item.path)
+            yield item.table, item.frame
+    finally:
+        stop.set()
+        while worker.is_alive():
+            with contextlib.suppress(queue.Empty):  # unblock a producer waiting on a full queue
+                leftover = ready.get(timeout=0.1)
+                if isinstance(leftover, _Rendered):
+                    os.unlink(leftover.path)
+        worker.join()
+        while not ready.empty():
+            leftover = ready.get_nowait()
+            if isinstance(leftover, _Rendered):
+                os.unlink(leftover.path)

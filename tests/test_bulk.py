@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from loaders.bulk import load_frame
+from loaders.bulk import load_batches, load_frame
 from runner import tidb
 from runner.config import Settings
 from runner.errors import EcomError
@@ -58,3 +62,36 @@ def test_lossy_loads_fail_loudly(settings: Settings, table: str, bad: dict[str, 
         row = {"id": 2, "name": "ok", "amount": 1.0} | bad
         with pytest.raises(EcomError, match="was not exact"):
             load_frame(conn, table, pd.DataFrame([row]))
+
+
+def _leftover_files() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("ecom_load_*.tsv")}
+
+
+def test_batches_load_in_order_while_the_next_are_rendered(settings: Settings, table: str) -> None:
+    before = _leftover_files()
+    frames = [pd.DataFrame({"id": range(start, start + 1000), "name": ["n"] * 1000}) for start in (0, 1000, 2000)]
+    with tidb.connection(settings) as conn:
+        loaded = [len(frame) for _, frame in load_batches(conn, ((table, f) for f in frames), ahead=1)]
+    assert loaded == [1000, 1000, 1000]
+    assert [r[0] for r in _read(settings, table)] == list(range(3000))
+    assert _leftover_files() == before
+
+
+def test_batches_stop_cleanly_on_a_producer_error_and_on_early_close(settings: Settings, table: str) -> None:
+    before = _leftover_files()
+
+    def failing() -> Iterator[tuple[str, pd.DataFrame]]:
+        yield table, pd.DataFrame({"id": [1], "name": ["one"]})
+        raise ValueError("generator broke")
+
+    with tidb.connection(settings) as conn:
+        with pytest.raises(ValueError, match="generator broke"):
+            for _ in load_batches(conn, failing()):
+                pass
+        endless = ((table, pd.DataFrame({"id": [n + 10], "name": ["x"]})) for n in itertools.count())
+        batches = load_batches(conn, endless, ahead=2)
+        next(batches)
+        batches.close()  # the caller stops early: the thread stops, its rendered files are removed
+    assert [r[0] for r in _read(settings, table)] == [1, 10]
+    assert _leftover_files() == before

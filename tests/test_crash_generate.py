@@ -73,6 +73,18 @@ def fingerprint(settings: Settings) -> Fingerprint:
     return found
 
 
+def secondary_indexes(settings: Settings) -> set[tuple[str, str, str]]:
+    """(table, index, columns) of every non-unique index of the bulk-loaded tables, as the server has them."""
+    with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_name, index_name, GROUP_CONCAT(column_name ORDER BY seq_in_index SEPARATOR ', ') "
+            "FROM information_schema.statistics WHERE table_schema IN (%s, %s) AND non_unique = 1 "
+            "AND table_name IN ('orders', 'express', 'users', 'items') GROUP BY table_name, index_name",
+            (settings.tidb.database, settings.tidb.express_database),
+        )
+        return {tuple(row) for row in cur.fetchall()}  # type: ignore[misc]
+
+
 def logged_runs(settings: Settings) -> int:
     with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
         return int(tidb.scalar(cur, "SELECT COUNT(*) FROM pipeline_runs WHERE step = 'generate'"))
@@ -83,9 +95,12 @@ def clean(server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """The fingerprint of a clean run of SPEC (in-process, same blocks) in a database of its own."""
     settings = make_settings(server, Path(tmp_path_factory.mktemp("crashgen_ref")), "crashgen_ref")
     tidb.init_schema(settings)
+    # generate drops these indexes and builds them after the load: its list must be the schema's
+    assert secondary_indexes(settings) == set(generate_mod.SECONDARY_INDEXES)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(generate_mod, "ORDERS_PER_BLOCK", BLOCK_ORDERS)
         generate_mod.generate(settings, SPEC)
+    assert secondary_indexes(settings) == set(generate_mod.SECONDARY_INDEXES), "rebuilt after the load"
     yield fingerprint(settings)
     drop_databases(settings)
 
@@ -132,6 +147,7 @@ def test_killed_generate_reruns_to_the_clean_data(server: TiDBConfig, tmp_path: 
         for table in FINGERPRINTS:  # nothing lost, nothing doubled: rows == distinct keys == the clean run's
             assert again[table] == clean[table], table
         assert again == clean
+        assert secondary_indexes(settings) == set(generate_mod.SECONDARY_INDEXES), "a killed load's indexes rebuilt"
         assert logged_runs(settings) == 1
     finally:
         drop_databases(settings)
