@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test install tidb lint docs bench clean
+.PHONY: demo test install tidb lint docs bench bench-growth clean
 
 demo: install tidb
 	$(BIN)/ecom demo
@@ -41,3 +41,6 @@ clean:
 SCALE ?= 100000
 bench: install tidb
 	$(BIN)/python -m bench.pipeline --orders $(SCALE)
+
+bench-growth: install
+	$(BIN)/python -m bench.growth

@@ -1,111 +1,260 @@
-"""Time each pipeline step at a chosen scale and print a table (rows/s, peak RSS); also write it as JSON.
+"""The pipeline at a chosen scale, each step timed in a process of its own (so its peak RSS is its own),
+every figure also a ratio of the server's LOAD DATA throughput measured in the same run on the same rows.
 
-    python -m bench.pipeline --orders 100000      (or: make bench SCALE=100000)
+    python -m bench.pipeline --orders 1000000      (or: make bench SCALE=1000000)
 
-Runs in its own databases (`ecom_bench`, `ecom_bench_express`) and its own warehouse files, so it never
-touches the demo's data. A benchmark, not a test: nothing here asserts a speed.
+Runs in its own databases (`ecom_bench*`) and warehouse files (`.ecom/bench`), so it never touches the
+demo's data. Prints a table and writes it as JSON to bench/results/. A benchmark, not a test: nothing here
+asserts a speed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import random
+import multiprocessing
+import os
+import platform
 import resource
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import click
+import numpy as np
+import pandas as pd
 
-from loaders.generate import GenerateSpec
+from bench import latency, reference
+from loaders import generate as generate_mod
+from loaders.bulk import load_frame
 from runner import pipeline, serving, tidb
 from runner.config import PROJECT_ROOT, Settings, TiDBConfig
-from runner.output import console, show
+from runner.errors import EcomError
+from runner.output import console, errors, show
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+@dataclass(frozen=True)
+class Plan:
+    """What one bench run does: the history, and the day the daily steps handle (its last day)."""
+
+    spec: generate_mod.GenerateSpec
+    today: dt.date
+
+    @property
+    def last_day(self) -> dt.date:
+        return self.today - dt.timedelta(days=1)
+
+    @property
+    def first_day(self) -> dt.date:
+        return self.today - dt.timedelta(days=self.spec.days)
 
 
-def _timed(name: str, action: Callable[[], int], table: list[tuple[object, ...]]) -> None:
-    """Run one step; `action` returns the rows it moved."""
-    started = time.perf_counter()
-    moved = action()
-    seconds = time.perf_counter() - started
-    table.append((name, moved, round(seconds, 2), round(moved / seconds) if moved else None, round(_peak_rss_mb())))
+@dataclass(frozen=True)
+class Step:
+    step: str
+    rows: int
+    seconds: float
+    peak_rss_mb: float
+    what: str
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
 
 
-SERVING_QUERIES = {
-    "recommendations": "SELECT * FROM recommendations WHERE user_id = %s ORDER BY `rank`",
-    "order_tracking": "SELECT * FROM order_tracking WHERE user_id = %s ORDER BY ordered_at DESC LIMIT 20",
-}
+def _generate_only(settings: Settings, plan: Plan) -> int:
+    """Generation alone, into memory and dropped: the client's side of the load."""
+    return sum(len(frame) for _, frame in generate_mod.generated_batches(plan.spec, plan.today, settings.now()))
 
 
-def _serving_latencies(settings: Settings, users: int, samples: int) -> dict[str, dict[str, float]]:
-    """Query latency as an app with a pooled connection sees it (connecting is not part of it)."""
-    rng = random.Random(7)
-    found = {}
+def _load_data(settings: Settings, plan: Plan) -> tuple[int, float]:
+    return reference.load_data_reference(settings, plan.spec, plan.today)
+
+
+def _generate(settings: Settings, plan: Plan) -> int:
+    result = pipeline.run_generate(settings, plan.spec)
+    return result.users + result.items + result.orders + result.express
+
+
+def _archive_history(settings: Settings, plan: Plan) -> int:
+    result = pipeline.run_archive(settings, plan.first_day, plan.last_day - dt.timedelta(days=1))
+    return result.users + result.items + result.orders + result.express
+
+
+def _archive_day(settings: Settings, plan: Plan) -> int:
+    result = pipeline.run_archive(settings, plan.last_day, plan.last_day)
+    return result.orders + result.express
+
+
+def _archived_orders(settings: Settings, first: dt.date, last: dt.date) -> int:
     with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
-        for name, sql in SERVING_QUERIES.items():
-            times = []
-            for _ in range(samples):
-                started = time.perf_counter()
-                cur.execute(sql, (rng.randint(1, users),))
-                cur.fetchall()
-                times.append((time.perf_counter() - started) * 1000)
-            times.sort()
-            found[name] = {"p50": times[len(times) // 2], "p99": times[max(0, int(len(times) * 0.99) - 1)]}
-    return found
+        start, end = dt.datetime.combine(first, dt.time()), dt.datetime.combine(last, dt.time())
+        sql = "SELECT COUNT(*) FROM orders WHERE created_at >= %s AND created_at < %s"
+        return int(tidb.scalar(cur, sql, (start, end)))
+
+
+def _transform_history(settings: Settings, plan: Plan) -> int:
+    pipeline.run_transform(settings, plan.last_day, quiet=True)
+    return _archived_orders(settings, plan.first_day, plan.last_day)
+
+
+def _transform_day(settings: Settings, plan: Plan) -> int:
+    pipeline.run_transform(settings, plan.today, quiet=True)
+    return _archived_orders(settings, plan.last_day, plan.today)
+
+
+def _export(settings: Settings, plan: Plan) -> int:
+    return sum(pipeline.run_export(settings).rows.values())
+
+
+# (step, what its rows are, action); actions return the rows they moved (or rows and their own seconds)
+STEPS: list[tuple[str, str, Callable[[Settings, Plan], int | tuple[int, float]]]] = [
+    ("LOAD DATA (reference)", "users+items+orders+expresses, LOAD DATA alone", _load_data),
+    ("generate (no load)", "users+items+orders+expresses generated in memory", _generate_only),
+    ("generate+load", "users+items+orders+expresses, `ecom generate`", _generate),
+    ("archive history", "every day but the last, + users/items snapshots", _archive_history),
+    ("transform history", "orders modelled, full build as of the last day", _transform_history),
+    ("archive one day", "orders+expresses of the last day", _archive_day),
+    ("transform one day", "orders of the day added, daily build as of today", _transform_day),
+    ("export", "rows written to the serving tables", _export),
+]
+
+
+def _run_step(index: int, settings: Settings, plan: Plan) -> tuple[int, float, float]:
+    """In a child process: (rows, seconds, peak RSS MB of this process)."""
+    _, _, action = STEPS[index]
+    started = time.perf_counter()
+    outcome = action(settings, plan)
+    seconds = time.perf_counter() - started
+    rows, seconds = outcome if isinstance(outcome, tuple) else (outcome, seconds)
+    return rows, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _todays_orders(settings: Settings, plan: Plan) -> int:
+    """An average day's orders stamped since midnight, so the dashboard has a real 'today' to scan."""
+    rng = np.random.default_rng(plan.spec.seed + 1)
+    count = max(1, plan.spec.orders // plan.spec.days)
+    now = settings.now()
+    midnight = dt.datetime.combine(now.date(), dt.time())
+    seconds = max(1, int((now - midnight).total_seconds()))
+    with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, price FROM items")
+        items = pd.DataFrame(cur.fetchall(), columns=["id", "price"])
+        picked = items.iloc[rng.integers(0, len(items), count)]
+        units = rng.integers(1, 4, count)
+        frame = pd.DataFrame(
+            {
+                "user_id": rng.integers(1, plan.spec.users + 1, count),
+                "item_id": picked["id"].to_numpy(),
+                "item_count": units,
+                "amount": np.round(picked["price"].to_numpy().astype(float) * units, 2),
+                "created_at": np.sort(np.datetime64(midnight, "s") + rng.integers(0, seconds, count).astype("m8[s]")),
+            }
+        )
+        return load_frame(conn, "orders", frame)
+
+
+def bench_settings(name: str) -> Settings:
+    base = Settings.from_env()
+    cfg = TiDBConfig(**{**base.tidb.__dict__, "database": name, "express_database": f"{name}_express"})
+    return Settings(tidb=cfg, home=base.home / name, profiles_dir=base.profiles_dir, target=base.target)
+
+
+def run(
+    settings: Settings, spec: generate_mod.GenerateSpec, clients: int, samples: int, out_dir: Path
+) -> tuple[dict[str, object], Path]:
+    plan = Plan(spec, settings.today())
+    tidb.init_schema(settings)
+    context = multiprocessing.get_context("spawn")
+    steps: list[Step] = []
+    for index, (name, what, _) in enumerate(STEPS):
+        console.print(f"[dim]{name} …[/dim]")
+        with context.Pool(1) as pool:
+            try:
+                rows, seconds, rss = pool.apply(_run_step, (index, settings, plan))
+            except EcomError as exc:
+                raise EcomError(f"bench step {name!r} failed: {exc.what}", exc.fix) from None
+        steps.append(Step(name, rows, round(seconds, 3), round(rss), what))
+    today_rows = _todays_orders(settings, plan)
+    per_user = latency.per_user_latency(settings, spec.users, clients, samples)
+    dashboard = latency.dashboard_latency(settings, max(20, samples // 4))
+    reference_rate = steps[0].rows_per_s
+    result: dict[str, object] = {
+        "orders": spec.orders,
+        "spec": asdict(spec) | {"end_day": plan.today.isoformat()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "server": _server_version(settings)},
+        "load_data_rows_per_s": round(reference_rate),
+        "steps": [
+            asdict(s) | {"rows_per_s": round(s.rows_per_s), "vs_load_data": round(s.rows_per_s / reference_rate, 3)}
+            for s in steps
+        ],
+        "serving_ms": {"clients": clients, "samples_per_client": samples, **per_user},
+        "dashboard_ms": {"todays_orders": today_rows, "history_orders": spec.orders, **dashboard},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"pipeline-{spec.orders}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
+    out.write_text(json.dumps(result, indent=2))
+    return result, out
+
+
+def _server_version(settings: Settings) -> str:
+    with tidb.connection(settings) as conn, conn.cursor() as cur:
+        return str(tidb.scalar(cur, "SELECT VERSION()"))
+
+
+def print_result(result: dict[str, object]) -> None:
+    steps = result["steps"]
+    assert isinstance(steps, list)
+    spec = result["spec"]
+    assert isinstance(spec, dict)
+    show(
+        serving.Table(
+            f"Pipeline at {spec['orders']:,} orders ({spec['users']:,} users, {spec['items']:,} items, "
+            f"{spec['days']} days)",
+            ["step", "rows", "seconds", "rows/s", "vs LOAD DATA", "peak RSS MB", "rows are"],
+            [
+                tuple(s[k] for k in ("step", "rows", "seconds", "rows_per_s", "vs_load_data", "peak_rss_mb", "what"))
+                for s in steps
+            ],
+            note=f"vs LOAD DATA: rows/s over {result['load_data_rows_per_s']:,} rows/s, the server's LOAD DATA LOCAL "
+            "INFILE of the same rows into empty copies of the same tables, measured in this run",
+        )
+    )
+    for title, key in (("Serving", "serving_ms"), ("Today's dashboard", "dashboard_ms")):
+        figures = result[key]
+        assert isinstance(figures, dict)
+        rows = [(name, v["p50"], v["p99"], v["max"], v["n"]) for name, v in figures.items() if isinstance(v, dict)]
+        context = {k: v for k, v in figures.items() if not isinstance(v, dict)}
+        show(
+            serving.Table(
+                f"{title} latency, ms", ["query", "p50", "p99", "max", "samples"], rows, note=json.dumps(context)
+            )
+        )
 
 
 @click.command()
-@click.option("--orders", default=100_000, show_default=True, type=int)
-@click.option("--days", default=120, show_default=True, type=int)
-@click.option("--latency-samples", default=200, show_default=True, type=int)
-def main(orders: int, days: int, latency_samples: int) -> None:
-    base = Settings.from_env()
-    tidb_cfg = TiDBConfig(**{**base.tidb.__dict__, "database": "ecom_bench", "express_database": "ecom_bench_express"})
-    settings = Settings(tidb=tidb_cfg, home=base.home / "bench", profiles_dir=base.profiles_dir, target=base.target)
-    spec = GenerateSpec(
+@click.option("--orders", default=100_000, show_default=True, type=click.IntRange(1_000, 10**9))
+@click.option("--days", default=150, show_default=True, type=click.IntRange(8, 3650))
+@click.option("--clients", default=8, show_default=True, type=click.IntRange(1, 64), help="concurrent serving clients")
+@click.option("--samples", default=200, show_default=True, type=click.IntRange(10, 10**6), help="queries per client")
+@click.option("--name", default="ecom_bench", show_default=True, help="prefix of the bench's databases and home")
+@click.option("--results", default=str(RESULTS), show_default=True, type=click.Path(file_okay=False))
+def main(orders: int, days: int, clients: int, samples: int, name: str, results: str) -> None:
+    settings = bench_settings(name)
+    spec = generate_mod.GenerateSpec(
         users=max(1_000, orders // 3), items=max(100, min(10_000, orders // 30)), orders=orders, days=days, seed=1
     )
-    today = settings.today()
-    rows: list[tuple[object, ...]] = []
-    tidb.init_schema(settings)
-    first, last = today - dt.timedelta(days=days), today - dt.timedelta(days=1)
-
-    def generate() -> int:
-        result = pipeline.run_generate(settings, spec)
-        return result.users + result.items + result.orders + result.express
-
-    def archive() -> int:
-        result = pipeline.run_archive(settings, first, last)
-        return result.users + result.items + result.orders + result.express
-
-    def transform() -> int:
-        pipeline.run_transform(settings, today, quiet=True)
-        return orders  # the orders modelled
-
-    _timed("generate+load", generate, rows)
-    _timed("archive", archive, rows)
-    _timed("transform", transform, rows)
-    _timed("export", lambda: sum(pipeline.run_export(settings).rows.values()), rows)
-    latencies = _serving_latencies(settings, spec.users, latency_samples)
-    show(
-        serving.Table(
-            f"Pipeline at {orders:,} orders ({days} days)",
-            ["step", "rows", "seconds", "rows/s", "peak RSS MB"],
-            rows,
-            note="; ".join(f"{q} p50 {v['p50']:.2f} ms, p99 {v['p99']:.2f} ms" for q, v in latencies.items())
-            + f" (one open connection, {latency_samples} random users each)",
-        )
-    )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"pipeline-{orders}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
-    out.write_text(json.dumps({"orders": orders, "days": days, "steps": rows, "serving_ms": latencies}, indent=2))
-    console.print(f"written to {out.relative_to(PROJECT_ROOT)}")
+    try:
+        result, out = run(settings, spec, clients, samples, Path(results))
+    except EcomError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    print_result(result)
+    console.print(f"written to {out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out}")
 
 
 if __name__ == "__main__":

@@ -236,17 +236,27 @@ def make_express(orders: pd.DataFrame, now: dt.datetime, rng: np.random.Generato
     )
 
 
+def generated_batches(spec: GenerateSpec, end_day: dt.date, now: dt.datetime) -> Iterator[tuple[str, pd.DataFrame]]:
+    """The generated rows in load order, as (table, frame): users, items, then blocks of orders, each block
+    followed by its expresses. The same spec, end day and clock give the same rows."""
+    first_day = end_day - dt.timedelta(days=spec.days)
+    rng = np.random.default_rng(spec.seed)
+    pools = _Pools(spec.seed)
+    yield "users", make_users(spec, rng, pools, first_day)
+    items = make_items(spec, rng, pools, first_day)
+    yield "items", items
+    for block in iter_orders(spec, rng, items, first_day):
+        yield "orders", block
+        yield "express", make_express(block, now, rng)
+
+
 def generate(settings: Settings, spec: GenerateSpec, progress: Progress | None = None) -> GenerateResult:
     """Replace the business data with a generated history and record what was generated."""
     spec.validate()
     end_day = spec.end_day or settings.today()
     first_day = end_day - dt.timedelta(days=spec.days)
-    rng = np.random.default_rng(spec.seed)
-    pools = _Pools(spec.seed)
     report = progress or (lambda _table, _done, _total: None)
     cfg = settings.tidb
-    users = make_users(spec, rng, pools, first_day)
-    items = make_items(spec, rng, pools, first_day)
     now = settings.now()
     amount_cents = 0
     done = 0
@@ -256,14 +266,7 @@ def generate(settings: Settings, spec: GenerateSpec, progress: Progress | None =
         "orders": f"`{cfg.database}`.orders",
         "express": f"`{cfg.express_database}`.express",
     }
-
-    def batches() -> Iterator[tuple[str, pd.DataFrame]]:
-        yield tables["users"], users
-        yield tables["items"], items
-        for block in iter_orders(spec, rng, items, first_day):
-            yield tables["orders"], block
-            yield tables["express"], make_express(block, now, rng)
-
+    names = {qualified: name for name, qualified in tables.items()}
     with tidb.connection(settings, cfg.database) as conn:
         tidb.require_schema(conn, cfg)
         _allow_explicit_keys(conn)
@@ -273,12 +276,12 @@ def generate(settings: Settings, spec: GenerateSpec, progress: Progress | None =
             cur.execute(f"TRUNCATE TABLE `{cfg.express_database}`.express")
         # into empty tables, one sorted index build after the load beats maintaining the index row by row
         drop_secondary_indexes(conn, cfg.database, cfg.express_database)
-        for table, frame in load_batches(conn, batches()):
-            if table == tables["users"]:
-                report("users", len(frame), spec.users)
-            elif table == tables["items"]:
-                report("items", len(frame), spec.items)
-            elif table == tables["orders"]:
+        batches = ((tables[name], frame) for name, frame in generated_batches(spec, end_day, now))
+        for table, frame in load_batches(conn, batches):
+            name = names[table]
+            if name in ("users", "items"):
+                report(name, len(frame), getattr(spec, name))
+            elif name == "orders":
                 amount_cents += int(np.round(frame["amount"].to_numpy() * 100).sum())
                 done += len(frame)
             else:

@@ -18,6 +18,9 @@ class EcomError(Exception):
     def __str__(self) -> str:
         return f"{self.what} — {self.fix}" if self.fix else self.what
 
+    def __reduce__(self) -> tuple[type[EcomError], tuple[str, str]]:
+        return type(self), (self.what, self.fix)  # whole across processes (the bench runs steps in children)
+
 
 def env_secrets() -> list[str]:
     """The secrets the environment holds, for `redact`."""
