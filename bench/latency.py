@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 from runner import tidb
 from runner.config import Settings
@@ -47,11 +48,10 @@ def per_user_latency(settings: Settings, users: int, clients: int, samples: int)
     """Each query by `clients` processes at once (processes, not threads: the client side must not queue on
     one interpreter's lock), `samples` random users each."""
     found = {}
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(clients) as pool:
+    with ProcessPoolExecutor(clients, mp_context=multiprocessing.get_context("spawn")) as pool:
         for name, sql in PER_USER.items():
-            jobs = [(settings, sql, users, samples, seed) for seed in range(clients)]
-            found[name] = percentiles([t for times in pool.starmap(_client, jobs) for t in times])
+            jobs = [pool.submit(_client, settings, sql, users, samples, seed) for seed in range(clients)]
+            found[name] = percentiles([t for job in jobs for t in job.result()])
     return found
 
 

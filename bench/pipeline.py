@@ -19,8 +19,11 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import numpy as np
@@ -35,6 +38,7 @@ from runner.errors import EcomError
 from runner.output import console, errors, show
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,17 @@ def _run_step(index: int, settings: Settings, plan: Plan) -> tuple[int, float, f
     return rows, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def run_in_child(name: str, action: Callable[..., T], *args: object) -> T:
+    """`action(*args)` in a fresh interpreter (spawned: nothing inherited), so its peak RSS is its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(action, *args).result()
+        except EcomError as exc:
+            raise EcomError(f"bench step {name!r} failed: {exc.what}", exc.fix) from None
+        except BrokenProcessPool:
+            raise EcomError(f"bench step {name!r} died (killed, or out of memory?)", "see the kernel log") from None
+
+
 def _todays_orders(settings: Settings, plan: Plan) -> int:
     """An average day's orders stamped since midnight, so the dashboard has a real 'today' to scan."""
     rng = np.random.default_rng(plan.spec.seed + 1)
@@ -169,15 +184,10 @@ def run(
 ) -> tuple[dict[str, object], Path]:
     plan = Plan(spec, settings.today())
     tidb.init_schema(settings)
-    context = multiprocessing.get_context("spawn")
     steps: list[Step] = []
     for index, (name, what, _) in enumerate(STEPS):
         console.print(f"[dim]{name} …[/dim]")
-        with context.Pool(1) as pool:
-            try:
-                rows, seconds, rss = pool.apply(_run_step, (index, settings, plan))
-            except EcomError as exc:
-                raise EcomError(f"bench step {name!r} failed: {exc.what}", exc.fix) from None
+        rows, seconds, rss = run_in_child(name, _run_step, index, settings, plan)
         steps.append(Step(name, rows, round(seconds, 3), round(rss), what))
     today_rows = _todays_orders(settings, plan)
     per_user = latency.per_user_latency(settings, spec.users, clients, samples)

@@ -11,11 +11,15 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from loaders.bulk import load_batches, load_frame
 from runner import tidb
-from runner.config import Settings
+from runner.config import Settings, TiDBConfig
 from runner.errors import EcomError
+from tests.conftest import drop_databases, make_settings
 
 
 @pytest.fixture
@@ -95,3 +99,53 @@ def test_batches_stop_cleanly_on_a_producer_error_and_on_early_close(settings: S
         batches.close()  # the caller stops early: the thread stops, its rendered files are removed
     assert [r[0] for r in _read(settings, table)] == [1, 10]
     assert _leftover_files() == before
+
+
+@pytest.fixture(scope="module")
+def text_table(server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str]]:
+    settings = make_settings(server, Path(tmp_path_factory.mktemp("bulk_text")), "bulk_text")
+    with tidb.connection(settings) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{settings.tidb.database}` CHARACTER SET utf8mb4")
+        cur.execute(
+            f"CREATE TABLE `{settings.tidb.database}`.t (id INT PRIMARY KEY, a VARCHAR(300) NULL, "
+            "b VARCHAR(300) NULL, at DATETIME NULL) CHARACTER SET utf8mb4"
+        )
+    yield settings, f"`{settings.tidb.database}`.t"
+    drop_databases(settings)
+
+
+TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)  # any unicode a utf8mb4 column holds
+
+
+@settings_(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.none() | TEXT,
+            st.none() | TEXT,
+            st.none() | st.datetimes(min_value=dt.datetime(1970, 1, 2), max_value=dt.datetime(2099, 12, 31)),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_any_text_round_trips_through_both_writers(
+    text_table: tuple[Settings, str], rows: list[tuple[str | None, str | None, dt.datetime | None]]
+) -> None:
+    """Arrow writes what it can, pandas the rest (a double quote): either way the server stores each value."""
+    settings, table = text_table
+    frame = pd.DataFrame(
+        {
+            "id": range(len(rows)),
+            "a": [r[0] for r in rows],
+            "b": [r[1] for r in rows],
+            "at": pd.to_datetime([r[2] for r in rows]).astype("datetime64[us]"),
+        }
+    )
+    with tidb.connection(settings) as conn, conn.cursor() as cur:
+        cur.execute(f"DELETE FROM {table}")
+        assert load_frame(conn, table, frame) == len(rows)
+        cur.execute(f"SELECT a, b, at FROM {table} ORDER BY id")
+        stored = list(cur.fetchall())
+    expected = [(a, b, None if at is None else at.replace(microsecond=0)) for a, b, at in rows]
+    assert stored == expected
