@@ -1,5 +1,6 @@
 -- Units sold per item over the 7 business days before the as-of date: order_date in
 -- [as_of - 7 days, as_of). Only items with at least one order in the window have a row.
+-- Reads only the window's days of RAW (a daily run does not scan all history).
 
 with
 
@@ -29,9 +30,11 @@ orders_in_window as (
 
     cross join sales_window
 
+    -- the bounds as constant expressions (not the columns of sales_window), so the warehouse
+    -- prunes RAW by order_date at compile time and reads only the window's days
     where
-        orders.order_date >= sales_window.window_start
-        and orders.order_date < sales_window.window_end
+        orders.order_date >= dateadd(day, -7, {{ as_of_date() }})
+        and orders.order_date < {{ as_of_date() }}
 
 ),
 

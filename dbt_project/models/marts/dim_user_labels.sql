@@ -1,24 +1,19 @@
 -- User labels: over all archived orders before the as-of date, a user is `high` when the
 -- user's average order amount is strictly greater than the average amount of all orders (not
 -- the average of the users' averages), else `low`. Only users with at least one order.
+-- The per-user totals are summed from the per-(month, user) sums of int_orders__monthly_rollup
+-- (O(user-months), not O(orders)); sums of integer cents and counts, so exactly what summing the
+-- orders themselves gives.
 -- Compared exactly, in integer cents, without dividing:
 --   user_sum / user_n > all_sum / all_n  <=>  user_sum * all_n > all_sum * user_n   (n > 0)
 
 with
 
-orders as (
+user_months as (
 
-    select * from {{ ref('int_orders__before_as_of') }}
+    select * from {{ ref('int_orders__monthly_rollup') }}
 
-),
-
-order_amounts as (
-
-    select
-        user_id,
-        {{ to_cents('amount') }} as amount_cents
-
-    from orders
+    where user_id is not null
 
 ),
 
@@ -26,10 +21,10 @@ user_totals as (
 
     select
         user_id,
-        count(*) as order_count,
+        sum(order_count) as order_count,
         sum(amount_cents) as total_amount_cents
 
-    from order_amounts
+    from user_months
 
     group by user_id
 
@@ -38,10 +33,10 @@ user_totals as (
 all_orders as (
 
     select
-        count(*) as overall_order_count,
-        sum(amount_cents) as overall_amount_cents
+        sum(order_count) as overall_order_count,
+        sum(total_amount_cents) as overall_amount_cents
 
-    from order_amounts
+    from user_totals
 
 ),
 
