@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -61,7 +62,30 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def _text_hashes(column: pd.Series) -> np.ndarray:
     """FNV-1a 64 of each value's UTF-8 bytes, a byte position at a time over all rows, then the length."""
-    encoded = [v.encode() if isinstance(v, str) else b"" for v in column]
+    if pd.api.types.infer_dtype(column, skipna=True) not in ("string", "empty"):  # bytes, numbers…: as ever,
+        return _text_hashes_of([v.encode() if isinstance(v, str) else b"" for v in column])  # hashed as ""
+    # Arrow encodes the strings into one buffer in C (None, NaN and NA become nulls)
+    array = pa.array(column, type=pa.large_string(), from_pandas=True)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=len(array) + 1, offset=8 * array.offset)
+    data = np.frombuffer(array.buffers()[2] or b"", dtype=np.uint8)
+    lengths = np.where(array.is_null().to_numpy(zero_copy_only=False), 0, np.diff(offsets))
+    # Longest first: the rows that still have a byte at a position are then a prefix, updated in place.
+    order = np.argsort(-lengths, kind="stable")
+    starts, ordered = offsets[:-1][order], lengths[order]
+    hashes = np.full(len(array), _FNV_OFFSET)
+    active = len(array) - np.cumsum(np.bincount(ordered, minlength=1))  # rows longer than each position
+    for position, rows in enumerate(active):
+        if rows == 0:
+            break
+        hashes[:rows] ^= data[starts[:rows] + position]
+        hashes[:rows] *= _FNV_PRIME
+    unsorted = np.empty_like(hashes)
+    unsorted[order] = hashes
+    return _mix(unsorted ^ lengths.astype(np.uint64))
+
+
+def _text_hashes_of(encoded: list[bytes]) -> np.ndarray:
+    """`_text_hashes` of values already encoded (empty for NULL)."""
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     width = max(int(lengths.max(initial=0)), 1)
     matrix = np.array(encoded, dtype=f"S{width}").view(np.uint8).reshape(len(encoded), width)
@@ -81,7 +105,8 @@ def _column_hashes(frame: pd.DataFrame, columns: Mapping[str, str]) -> list[np.n
     for name, sql_type in columns.items():
         column = frame[name]
         if sql_type.startswith("TIMESTAMP"):  # to whole seconds: the business tables keep seconds
-            hashes.append(_mix(pd.to_datetime(column).to_numpy(dtype="datetime64[s]").view(np.uint64)))
+            stamps = column if column.dtype.kind == "M" else pd.to_datetime(column)
+            hashes.append(_mix(stamps.to_numpy(dtype="datetime64[s]").view(np.uint64)))
         elif sql_type.startswith("VARCHAR"):  # NULL is told from every string by a flag of its own
             hashes.append(_text_hashes(column))
             hashes.append(_mix(column.isna().to_numpy(dtype=np.uint64)))

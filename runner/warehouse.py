@@ -100,6 +100,36 @@ def table_exists(conn: Any, cfg: WarehouseConfig, schema: str, table: str) -> bo
     return int(cur.fetchone()[0]) > 0
 
 
+def write_pandas(cfg: WarehouseConfig, conn: Any, frame: Any, table: str) -> tuple[bool, int]:
+    """Append a frame to an existing `table` of the RAW schema by the connector's columnar load (Parquet,
+    PUT, COPY); returns whether it succeeded and the rows written."""
+    from snowflake.connector import pandas_tools  # looked up at call time: the stand-in patches it
+
+    ok, _, written, _ = pandas_tools.write_pandas(
+        conn,
+        frame,
+        table,
+        # write_pandas quotes names: pass them as Snowflake stores unquoted identifiers (upper case)
+        database=cfg.database.upper(),
+        schema=cfg.raw_schema.upper(),
+        auto_create_table=False,
+        overwrite=False,
+        use_logical_type=True,
+    )
+    if cfg.is_standin:
+        _standin_forget_calls(pandas_tools.write_pandas)
+    return bool(ok), int(written)
+
+
+def _standin_forget_calls(patched: Any) -> None:
+    """fakesnow patches the connector's functions with mocks, which record the arguments of every call:
+    each frame written would stay in memory until the session ends (memory growing with all the rows
+    archived). Forget them; the mock keeps doing what it does."""
+    reset = getattr(patched, "reset_mock", None)
+    if reset is not None:
+        reset()
+
+
 def frames(cfg: WarehouseConfig, cur: Any, sql: str, params: Sequence[object] = ()) -> Iterator[Any]:
     """The result of a query as pandas frames, in the connector's Arrow batches (bounded memory)."""
     cur.execute(sql, params)

@@ -13,11 +13,12 @@ from typing import Any
 
 import pymysql
 import pytest
+import yaml
 
 from loaders.generate import GenerateSpec
 from loaders.stream import StreamSpec, stream
-from runner import pipeline, serving, tidb
-from runner.config import Settings, TiDBConfig
+from runner import dbt, pipeline, serving, tidb
+from runner.config import DBT_PROJECT_DIR, Settings, TiDBConfig
 from tests.conftest import drop_databases, make_settings
 
 pytestmark = pytest.mark.e2e
@@ -248,3 +249,17 @@ def test_transform_refuses_a_hole_in_the_week(run: Settings) -> None:
         pipeline.require_archive(run, as_of)
     assert f"--from {run.today()} --to {run.today() + dt.timedelta(days=1)}" in failure.value.fix
     pipeline.require_archive(run, run.today())  # the demo's own as-of date is complete
+
+
+def test_dbt_unit_tests_pass(run: Settings) -> None:
+    """The daily transform leaves the unit tests (the models' logic) out: they run here, on the built models."""
+    outcome = dbt.run(run, ["test", "--select", "test_type:unit"], run.today(), quiet=True)
+    unit_tests = [node for node, _ in outcome.results if node.startswith("unit_test.")]
+    assert outcome.success and not outcome.failures, outcome.failures
+    defined = [
+        test["name"]
+        for path in (DBT_PROJECT_DIR / "models").rglob("*.yml")
+        for test in (yaml.safe_load(path.read_text()) or {}).get("unit_tests", [])
+    ]
+    assert defined and sorted(node.rsplit(".", 1)[1] for node in unit_tests) == sorted(defined)
+    assert len(unit_tests) == len(outcome.results)
