@@ -36,6 +36,8 @@ RAW_DDL = {
     "ARCHIVED_AT TIMESTAMP_NTZ",
     "ARCHIVE_LOG": "ARCHIVE_DATE DATE, TABLE_NAME VARCHAR, ROW_COUNT NUMBER(19,0), AMOUNT_SUM NUMBER(18,2), "
     "ARCHIVED_AT TIMESTAMP_NTZ",
+    # what TiDB held when each dimension snapshot was last taken (see `Extract.digest_select`)
+    "SNAPSHOT_DIGESTS": "TABLE_NAME VARCHAR, ROW_COUNT NUMBER(19,0), DIGEST VARCHAR, ARCHIVED_AT TIMESTAMP_NTZ",
 }
 
 
@@ -74,6 +76,16 @@ class Extract:
         fields = [_csv_field(expr, sql_type) for expr, sql_type in zip(self.columns, types, strict=True)]
         line = ", ',', ".join(fields)
         return f"SELECT CONCAT({line}) {self.source}"
+
+    @property
+    def digest_select(self) -> str:
+        """One row that changes whenever any row does: the server hashes every row and sends only the sums,
+        so an unchanged dimension costs one scan on TiDB instead of a copy (two CRC32 sums over the fields
+        in two orders and separators, so that a change slipping past one is caught by the other)."""
+        fields = [f"IFNULL({expr}, CHAR(0))" for expr in self.columns]
+        forward = f"CRC32(CONCAT_WS(CHAR(31), {', '.join(fields)}))"
+        backward = f"CRC32(CONCAT_WS(CHAR(30), {', '.join(reversed(fields))}))"
+        return f"SELECT COUNT(*), COALESCE(SUM({forward}), 0), COALESCE(SUM({backward}), 0) {self.source}"
 
     def readback(self) -> str:
         """The SELECT list that reads RAW rows back as the checked stage columns.
@@ -162,6 +174,24 @@ class ArchiveResult:
     items: int
     amount: float
     prints: dict[str, Prints]  # per table and day (snapshots under the last day): what TiDB held and RAW now holds
+
+    @classmethod
+    def combined(cls, parts: list[ArchiveResult]) -> ArchiveResult:
+        """One result for consecutive runs (their days do not overlap)."""
+        prints: dict[str, Prints] = {}
+        for part in parts:
+            for table, by_day in part.prints.items():
+                prints.setdefault(table, {}).update(by_day)
+        return cls(
+            parts[0].first_day,
+            parts[-1].last_day,
+            sum(p.orders for p in parts),
+            sum(p.express for p in parts),
+            sum(p.users for p in parts),
+            sum(p.items for p in parts),
+            round(sum(p.amount for p in parts), 2),
+            prints,
+        )
 
 
 def day_bounds(first: dt.date, last: dt.date) -> tuple[dt.datetime, dt.datetime]:
@@ -307,7 +337,9 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
     """Archive the business days [first, last] (both included) in one pass, replacing them in RAW.
 
     TiDB is read in one consistent snapshot; RAW gets the days, the dimension snapshots and the log rows
-    in one warehouse transaction, committed only once their fingerprints equal what was read.
+    in one warehouse transaction, committed only once their fingerprints equal what was read. A dimension
+    is copied only when TiDB's digest of it differs from the one taken with its RAW copy (`users`/`items`
+    in the result count the rows copied: 0 when RAW already held them).
     """
     check_range(settings, first, last)
     report = progress or (lambda _table, _done, _total: None)
@@ -336,9 +368,17 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
                     tidb.start_snapshot(cur)
                     # in the snapshot: a purge commits its 'purging' mark before it deletes a row
                     require_not_purged(tconn, cfg_t.database, first, last)
+                    digests = {
+                        e.table: snapshot_digest(cur, e)
+                        for e in extracts(cfg_t.database, cfg_t.express_database)
+                        if e.day_column is None
+                    }
+                    kept = unchanged_snapshots(wconn, digests)
                     for extract in extracts(cfg_t.database, cfg_t.express_database):
                         counts[extract.table] = 0
                         read[extract.table] = {}
+                        if extract.table in kept:
+                            continue  # RAW already holds exactly these rows
                         stage = _stage_name(extract.table, run_id)
                         frames = read_frames(cur, extract, start, end)
                         for frame in _write_stage(wconn, cfg_w, stage, extract, frames):
@@ -350,7 +390,8 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
                             failpoints.hit("archive.between_batches")
                     cur.execute("COMMIT")
                 failpoints.hit("archive.after_stage")
-                _publish(wconn, cfg_w, run_id, first, last, read, archived_at)
+                copied = {t: digests[t] for t in SNAPSHOT_TABLES if t not in kept}
+                _publish(wconn, cfg_w, run_id, first, last, read, archived_at, copied)
                 failpoints.hit("archive.after_publish")
         finally:
             # cleanup must not hide the error that got us here: stages it cannot drop, the next run sweeps
@@ -363,6 +404,27 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
     return ArchiveResult(
         first, last, counts["ORDERS"], counts["EXPRESS"], counts["USERS"], counts["ITEMS"], round(amount, 2), read
     )
+
+
+def snapshot_digest(cur: Any, extract: Extract) -> str:
+    cur.execute(extract.digest_select)
+    ((rows, forward, backward),) = cur.fetchall()  # all: the reader's cursor is unbuffered
+    return f"{rows}:{forward}:{backward}"
+
+
+def unchanged_snapshots(wconn: Any, digests: dict[str, str]) -> set[str]:
+    """The dimensions whose RAW copy is of exactly the rows TiDB holds now: the digest taken with the copy
+    equals today's, and RAW still holds the rows copied then."""
+    cur = wconn.cursor()
+    cur.execute("SELECT TABLE_NAME, ROW_COUNT, DIGEST FROM SNAPSHOT_DIGESTS")
+    stored = {table: (int(rows), digest) for table, rows, digest in cur.fetchall()}
+    kept = set()
+    for table, digest in digests.items():
+        if table in stored and stored[table][1] == digest:
+            cur.execute(f"SELECT COUNT(*) FROM {table}")
+            if int(cur.fetchone()[0]) == stored[table][0]:
+                kept.add(table)
+    return kept
 
 
 def day_of(extract: Extract, frame: pd.DataFrame, snapshot_day: dt.date) -> pd.Series:
@@ -396,20 +458,25 @@ def _publish(
     last: dt.date,
     read: dict[str, Prints],
     archived_at: dt.datetime,
+    snapshots: dict[str, str],
 ) -> None:
-    """Replace the days (and the dimension snapshots) in one transaction, together with their log rows.
+    """Replace the days (and the dimension snapshots taken, with their digests) in one transaction,
+    together with their log rows.
 
     The fingerprints of what RAW then holds are checked inside the transaction: a mismatch rolls it back.
     """
-    by_table = {e.table: e for e in extracts("_", "_")}
+    by_table = {e.table: e for e in extracts("_", "_") if e.day_column or e.table in snapshots}
     days = days_in(first, last)
     cur = wconn.cursor()
     cur.execute("BEGIN")
     try:
         for table in DAILY_TABLES:
             cur.execute(f"DELETE FROM {table} WHERE ORDER_DATE BETWEEN %s AND %s", (first, last))
-        for table in SNAPSHOT_TABLES:
+        for table, digest in snapshots.items():
             cur.execute(f"DELETE FROM {table}")
+            cur.execute("DELETE FROM SNAPSHOT_DIGESTS WHERE TABLE_NAME = %s", (table,))
+            rows = sum(p.rows for p in read[table].values())
+            cur.execute("INSERT INTO SNAPSHOT_DIGESTS VALUES (%s, %s, %s, %s)", (table, rows, digest, archived_at))
         for table, extract in by_table.items():
             stage = _stage_name(table, run_id)
             cur.execute(f"INSERT INTO {table} SELECT {extract.publish}, %s FROM {stage}", (archived_at,))
@@ -421,9 +488,9 @@ def _publish(
             for day in days
             for table in DAILY_TABLES
         ]
-        log_rows += [(last, t, read[t].get(last, empty).rows, None, archived_at) for t in SNAPSHOT_TABLES]
+        log_rows += [(last, t, read[t].get(last, empty).rows, None, archived_at) for t in snapshots]
         cur.executemany("INSERT INTO ARCHIVE_LOG VALUES (%s, %s, %s, %s, %s)", log_rows)
-        _check_published(wconn, cfg, first, last, read)
+        _check_published(wconn, cfg, first, last, read, set(by_table))
         cur.execute("COMMIT")
     except BaseException:
         # a failed ROLLBACK (the connection gone) must not hide why we got here; the server rolls back anyway
@@ -503,9 +570,11 @@ def _id_slice(part: int, parts: int) -> str:
     return "TRUE" if parts == 1 else f"COALESCE(MOD(ABS(ID), {parts}), 0) = {part}"
 
 
-def _check_published(wconn: Any, cfg: WarehouseConfig, first: dt.date, last: dt.date, read: dict[str, Prints]) -> None:
-    """Rows, amounts and checksums per day (and of each snapshot) in RAW must equal what was read from TiDB."""
-    for extract in extracts("_", "_"):
+def _check_published(
+    wconn: Any, cfg: WarehouseConfig, first: dt.date, last: dt.date, read: dict[str, Prints], tables: set[str]
+) -> None:
+    """Rows, amounts and checksums per day (and of each snapshot taken) in RAW must equal what was read."""
+    for extract in (e for e in extracts("_", "_") if e.table in tables):
         held = read_back(wconn, cfg, extract, first, last)
         wanted = read[extract.table]
         for day in sorted(set(held) | set(wanted)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -52,11 +53,21 @@ def retried(action: Callable[[], T]) -> T:
     return retry.retrying(action, on_retry=_warn_retry)
 
 
+ARCHIVE_CHUNK_DAYS = 7  # days per archive transaction: bounds its memory, and the age of TiDB's snapshot
+
+
 def run_archive(
     settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None
 ) -> archive_mod.ArchiveResult:
+    """Archive [first, last] in runs of up to ARCHIVE_CHUNK_DAYS days, each committed whole (and retried
+    whole): a backfill of years keeps one week's rows in flight, and a failure keeps the weeks before it."""
     started = settings.now()
-    result = retried(lambda: archive_mod.archive(settings, first, last, progress))
+    archive_mod.check_range(settings, first, last)
+    days = archive_mod.days_in(first, last)
+    chunks = [days[i : i + ARCHIVE_CHUNK_DAYS] for i in range(0, len(days), ARCHIVE_CHUNK_DAYS)]
+    result = archive_mod.ArchiveResult.combined(
+        [retried(functools.partial(archive_mod.archive, settings, c[0], c[-1], progress)) for c in chunks]
+    )
     runs.record(
         settings,
         "archive",

@@ -100,8 +100,9 @@ def assert_whole(settings: Settings, first: dt.date, last: dt.date) -> None:
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_archive_killed_then_rerun_loses_and_doubles_nothing(shop: Settings, point: str) -> None:
     first, last = history(shop)
-    late_day = last - dt.timedelta(days=2)
-    late_id = add_order(shop, dt.datetime.combine(late_day, dt.time(13, 0)))  # the killed run's new content
+    # the killed run's new content, in its first week: each week of a range commits on its own
+    late_day = first + dt.timedelta(days=2)
+    late_id = add_order(shop, dt.datetime.combine(late_day, dt.time(13, 0)))
     before = raw_rows(shop, "SELECT COUNT(*) FROM ORDERS")[0][0]
 
     killed = run_ecom(shop, "archive", "--from", str(first), "--to", str(last), ECOM_FAILPOINT=point)
@@ -372,3 +373,46 @@ def test_purge_keeps_rows_that_changed_after_they_were_proven(shop: Settings) ->
     assert kept_express == [(1,)]
     held = raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ORDER_DATE = %s", (day,))
     assert held == [(len(archived),)], "the warehouse keeps the whole day"
+
+
+def test_unchanged_dimensions_are_not_copied_again_changed_ones_are(shop: Settings) -> None:
+    """The users/items snapshot is copied only when TiDB's digest of it moved: one scan instead of a copy."""
+    first, last = history(shop)
+    again = pipeline.run_archive(shop, last, last)
+    assert (again.users, again.items) == (0, 0), "nothing changed: RAW already holds these rows"
+    assert again.orders > 0
+
+    with tidb.connection(shop, shop.tidb.database) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE users SET city = CONCAT(city, ' (moved)') WHERE id = 7")
+    try:
+        changed = pipeline.run_archive(shop, last, last)
+        assert (changed.users, changed.items) == (SPEC.users, 0), "one user changed: the users snapshot again"
+        ((city,),) = raw_rows(shop, "SELECT CITY FROM USERS WHERE ID = 7")
+        assert city.endswith(" (moved)")
+        snapshots = [c for c in verify.verify(shop, first, last).checks if c.day is None]
+        assert {c.table for c in snapshots} == {"USERS", "ITEMS"} and all(c.state == verify.OK for c in snapshots)
+
+        raw_rows(shop, "DELETE FROM USERS WHERE ID = 8")  # RAW lost a row behind the archive's back
+        healed = pipeline.run_archive(shop, last, last)
+        assert healed.users == SPEC.users, "a RAW copy that no longer holds what was copied is copied again"
+    finally:
+        with tidb.connection(shop, shop.tidb.database) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE users SET city = REPLACE(city, ' (moved)', '') WHERE id = 7")
+        pipeline.run_archive(shop, last, last)
+
+
+def test_a_long_range_commits_week_by_week(shop: Settings) -> None:
+    """A range of several runs (ARCHIVE_CHUNK_DAYS days each), killed in its first, then rerun: whole."""
+    _, last = history(shop)
+    first = last - dt.timedelta(days=2 * pipeline.ARCHIVE_CHUNK_DAYS - 2)  # two runs, after the purged days
+    late_second_week = add_order(shop, dt.datetime.combine(last - dt.timedelta(days=1), dt.time(10)))
+    killed = run_ecom(shop, "archive", "--from", str(first), "--to", str(last), ECOM_FAILPOINT="archive.after_stage")
+    assert killed.returncode == -9, killed.stderr
+    assert raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ID = %s", (late_second_week,))[0][0] == 0
+    result = pipeline.run_archive(shop, first, last)
+    assert result.first_day == first and result.last_day == last
+    start, end = archive.day_bounds(first, last)
+    in_range = "SELECT COUNT(*) FROM orders WHERE created_at >= %s AND created_at < %s"
+    assert result.orders == tidb_rows(shop, in_range, (start, end))[0][0]
+    assert raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ID = %s", (late_second_week,))[0][0] == 1
+    assert_whole(shop, first, last)
