@@ -190,7 +190,11 @@ def run(
         rows, seconds, rss = run_in_child(name, _run_step, index, settings, plan)
         steps.append(Step(name, rows, round(seconds, 3), round(rss), what))
     today_rows = _todays_orders(settings, plan)
-    per_user = latency.per_user_latency(settings, spec.users, clients, samples)
+    per_user = {  # alone, then under concurrency: what the clients' sharing of the cores adds
+        f"{query}, {n} client{'s' if n > 1 else ''}": figures
+        for n in sorted({1, clients})
+        for query, figures in latency.per_user_latency(settings, spec.users, n, samples).items()
+    }
     dashboard = latency.dashboard_latency(settings, max(20, samples // 4))
     reference_rate = steps[0].rows_per_s
     result: dict[str, object] = {
