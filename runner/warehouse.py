@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -137,3 +138,90 @@ def frames(cfg: WarehouseConfig, cur: Any, sql: str, params: Sequence[object] = 
         yield cur.fetch_pandas_all()
         return
     yield from cur.fetch_pandas_batches()
+
+
+def forget_result(conn: Any, cur: Any) -> None:
+    """Drop the stand-in's copy of `cur`'s last result. fakesnow keeps every result (as Arrow) in a cache that
+    lives as long as the session, so a session reading a big table in slices would end up holding all of it;
+    a real connection keeps nothing (no-op)."""
+    cache = getattr(conn, "results_cache", None)
+    query_id = getattr(cur, "sfqid", None)
+    if isinstance(cache, dict) and query_id is not None:
+        cache.pop(query_id, None)
+
+
+def result_frames(cfg: WarehouseConfig, conn: Any, sql: str, params: Sequence[object] = ()) -> Iterator[Any]:
+    """`frames` on a cursor of its own, each result forgotten by the stand-in once handed over."""
+    cur = conn.cursor()
+    try:
+        yield from frames(cfg, cur, sql, params)
+    finally:
+        forget_result(conn, cur)
+
+
+def key_slices(cfg: WarehouseConfig, conn: Any, table: str, key: str, rows: int, per_slice: int) -> list[str]:
+    """Predicates that cut `table` (of `rows` rows) into slices of about `per_slice` rows at most, by ranges of
+    its whole-number column `key`, for the stand-in, which hands a result over all at once; every row is in
+    exactly one slice (a NULL key in the first). A slice is larger only when one key alone has more rows.
+    One slice (TRUE) on a real warehouse, whose results come in batches (`frames`), and for a table of
+    `per_slice` rows or fewer.
+
+    The edges come from counts of rows per range of keys (a GROUP BY of a few hundred groups: no sort, memory
+    bounded whatever the table's size), each slice is then one range scan. Slicing by MOD of the key is far
+    slower on DuckDB when the key is a NUMBER(19,0) (stored as a 128-bit decimal); LIMIT/OFFSET sorts the
+    table again for every slice, and edges from ROW_NUMBER() hold the whole sort in memory."""
+    if not cfg.is_standin or rows <= per_slice:
+        return ["TRUE"]
+    edges = _key_edges(conn, table, key, per_slice)
+    if not edges:
+        return ["TRUE"]
+    slices = [f"({key} IS NULL OR {key} < {edges[0]})"]
+    slices += [f"({key} >= {low} AND {key} < {high})" for low, high in itertools.pairwise(edges)]
+    slices.append(f"{key} >= {edges[-1]}")
+    return slices
+
+
+_BUCKETS_PER_SLICE = 16
+
+
+def _rows_of(conn: Any, sql: str) -> list[Any]:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql)
+        return list(cur.fetchall())
+    finally:
+        forget_result(conn, cur)
+
+
+def _key_edges(
+    conn: Any, table: str, key: str, per_slice: int, low: int | None = None, high: int | None = None
+) -> list[int]:
+    """Sorted keys that cut the keys in [low, high) (all keys when None) into ranges of `per_slice` rows at
+    most, or of one key: rows are counted per bucket of equal key width, consecutive buckets merged, and a
+    bucket too big on its own is cut the same way, recursively."""
+    within = f"{key} IS NOT NULL" if low is None else f"{key} >= {low} AND {key} < {high}"
+    ((smallest, largest, count),) = _rows_of(
+        conn, f"SELECT MIN({key}), MAX({key}), COUNT(*) FROM {table} WHERE {within}"
+    )
+    if not count or int(count) <= per_slice:
+        return []
+    first, end = int(smallest), int(largest) + 1
+    width = max(1, -(-(end - first) // (_BUCKETS_PER_SLICE * -(-int(count) // per_slice))))
+    buckets = _rows_of(
+        conn,
+        f"SELECT FLOOR(({key} - {first}) / {width}) AS BUCKET, COUNT(*) FROM {table} "
+        f"WHERE {key} >= {first} AND {key} < {end} GROUP BY BUCKET",
+    )
+    edges: list[int] = []
+    held = 0
+    for bucket, rows in sorted((int(b), int(n)) for b, n in buckets):
+        start = first + bucket * width
+        if held and held + rows > per_slice:
+            edges.append(start)
+            held = 0
+        if rows > per_slice and width > 1:  # cut this bucket alone, finer
+            stop = min(start + width, end)
+            edges += [start, *_key_edges(conn, table, key, per_slice, start, stop), stop]
+        else:
+            held += rows
+    return sorted({edge for edge in edges if first < edge < end})
