@@ -223,6 +223,29 @@ def check_range(settings: Settings, first: dt.date, last: dt.date) -> None:
         raise EcomError(f"{first}..{last} spans more than ten years", "archive a shorter range")
 
 
+def runs_of_days(settings: Settings, first: dt.date, last: dt.date, orders: int) -> list[list[dt.date]]:
+    """[first, last] cut into runs of consecutive days holding up to `orders` orders in TiDB (counted on the
+    covering index of orders by time), a day holding more being a run of its own."""
+    start, end = day_bounds(first, last)
+    with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
+        tidb.require_schema(conn, settings.tidb)
+        cur.execute(
+            "SELECT DATE(created_at), COUNT(*) FROM orders WHERE created_at >= %s AND created_at < %s "
+            "GROUP BY DATE(created_at)",
+            (start, end),
+        )
+        per_day = {day: int(count) for day, count in cur.fetchall()}
+    runs: list[list[dt.date]] = [[]]
+    held = 0
+    for day in days_in(first, last):
+        if runs[-1] and held + per_day.get(day, 0) > orders:
+            runs.append([])
+            held = 0
+        runs[-1].append(day)
+        held += per_day.get(day, 0)
+    return runs
+
+
 def read_frames(cur: Any, extract: Extract, start: dt.datetime, end: dt.datetime) -> Iterator[pd.DataFrame]:
     """The extract's rows (of [start, end) for a daily table, all of them for a snapshot) in bounded chunks.
 

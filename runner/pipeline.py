@@ -53,18 +53,18 @@ def retried(action: Callable[[], T]) -> T:
     return retry.retrying(action, on_retry=_warn_retry)
 
 
-ARCHIVE_CHUNK_DAYS = 7  # days per archive transaction: bounds its memory, and the age of TiDB's snapshot
+ARCHIVE_CHUNK_ORDERS = 1_000_000  # orders per archive transaction (with their expresses): bounds its memory
 
 
 def run_archive(
     settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None
 ) -> archive_mod.ArchiveResult:
-    """Archive [first, last] in runs of up to ARCHIVE_CHUNK_DAYS days, each committed whole (and retried
-    whole): a backfill of years keeps one week's rows in flight, and a failure keeps the weeks before it."""
+    """Archive [first, last] in runs of whole days holding up to ARCHIVE_CHUNK_ORDERS orders (a day holding
+    more is a run of its own), each committed whole and retried whole: a backfill of years keeps one run's
+    rows in flight, and a failure keeps the runs before it."""
     started = settings.now()
     archive_mod.check_range(settings, first, last)
-    days = archive_mod.days_in(first, last)
-    chunks = [days[i : i + ARCHIVE_CHUNK_DAYS] for i in range(0, len(days), ARCHIVE_CHUNK_DAYS)]
+    chunks = retried(lambda: archive_mod.runs_of_days(settings, first, last, ARCHIVE_CHUNK_ORDERS))
     result = archive_mod.ArchiveResult.combined(
         [retried(functools.partial(archive_mod.archive, settings, c[0], c[-1], progress)) for c in chunks]
     )

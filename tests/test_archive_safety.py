@@ -4,6 +4,7 @@ midnight, a concurrent writer, a second archive, a dropped connection and the co
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import subprocess
 import sys
@@ -401,18 +402,32 @@ def test_unchanged_dimensions_are_not_copied_again_changed_ones_are(shop: Settin
         pipeline.run_archive(shop, last, last)
 
 
-def test_a_long_range_commits_week_by_week(shop: Settings) -> None:
-    """A range of several runs (ARCHIVE_CHUNK_DAYS days each), killed in its first, then rerun: whole."""
+def test_a_long_range_commits_run_by_run(shop: Settings) -> None:
+    """A range archives in runs of whole days of up to ARCHIVE_CHUNK_ORDERS orders, each committed whole;
+    killed in its first run, then rerun in several: whole."""
     _, last = history(shop)
-    first = last - dt.timedelta(days=2 * pipeline.ARCHIVE_CHUNK_DAYS - 2)  # two runs, after the purged days
-    late_second_week = add_order(shop, dt.datetime.combine(last - dt.timedelta(days=1), dt.time(10)))
+    first = last - dt.timedelta(days=12)  # after the days purged above
+    late_in_a_later_run = add_order(shop, dt.datetime.combine(last - dt.timedelta(days=1), dt.time(10)))
     killed = run_ecom(shop, "archive", "--from", str(first), "--to", str(last), ECOM_FAILPOINT="archive.after_stage")
     assert killed.returncode == -9, killed.stderr
-    assert raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ID = %s", (late_second_week,))[0][0] == 0
-    result = pipeline.run_archive(shop, first, last)
+    assert raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ID = %s", (late_in_a_later_run,))[0][0] == 0
+
+    runs: list[tuple[dt.date, dt.date]] = []
+    real_archive = archive.archive
+
+    def counted(settings: Settings, low: dt.date, high: dt.date, progress: Any = None) -> archive.ArchiveResult:
+        runs.append((low, high))
+        return real_archive(settings, low, high, progress)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "ARCHIVE_CHUNK_ORDERS", 2_000)  # about three days of this shop per run
+        patch.setattr(archive, "archive", counted)
+        result = pipeline.run_archive(shop, first, last)
+    assert len(runs) >= 4 and runs[0][0] == first and runs[-1][1] == last
+    assert all(b[0] - a[1] == dt.timedelta(days=1) for a, b in itertools.pairwise(runs)), "consecutive, no gap"
     assert result.first_day == first and result.last_day == last
     start, end = archive.day_bounds(first, last)
     in_range = "SELECT COUNT(*) FROM orders WHERE created_at >= %s AND created_at < %s"
     assert result.orders == tidb_rows(shop, in_range, (start, end))[0][0]
-    assert raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ID = %s", (late_second_week,))[0][0] == 1
+    assert raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ID = %s", (late_in_a_later_run,))[0][0] == 1
     assert_whole(shop, first, last)
