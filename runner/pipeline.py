@@ -253,7 +253,7 @@ def demo(
 
     def transform_step() -> str:
         outcome = run_transform(settings, today, quiet=True)
-        return f"dbt build as of {today}: {len(outcome.results)} models/tests/unit tests passed"
+        return f"dbt build as of {today}: {len(outcome.results)} models and data tests passed"
 
     step("transform", transform_step)
 
