@@ -44,6 +44,7 @@ UNIT_WEIGHTS = np.array([0.55, 0.25, 0.13, 0.07])
 CARRIERS = np.array(["SF Express", "JD Logistics", "ZTO", "YTO", "STO", "EMS", "DHL", "UPS"])
 AFFLUENT_SHARE = 0.2
 ORDERS_PER_BLOCK = 200_000
+USERS_PER_BLOCK = 200_000
 POOL_SIZE = 400
 
 
@@ -94,11 +95,17 @@ class _Pools:
         self.adjective = np.array(sorted({w.title() for w in fake.words(POOL_SIZE // 2)}))
 
 
-def make_users(spec: GenerateSpec, rng: np.random.Generator, pools: _Pools, start: dt.date) -> pd.DataFrame:
-    n = spec.users
+def iter_users(spec: GenerateSpec, rng: np.random.Generator, pools: _Pools, start: dt.date) -> Iterator[pd.DataFrame]:
+    """Users in blocks of USERS_PER_BLOCK: numpy builds names and emails in fixed-width string arrays, which
+    for millions of users at once took gigabytes."""
+    for first_id in range(1, spec.users + 1, USERS_PER_BLOCK):
+        yield _users(first_id, min(USERS_PER_BLOCK, spec.users + 1 - first_id), rng, pools, start)
+
+
+def _users(first_id: int, n: int, rng: np.random.Generator, pools: _Pools, start: dt.date) -> pd.DataFrame:
     first = pools.first[rng.integers(0, len(pools.first), n)]
     last = pools.last[rng.integers(0, len(pools.last), n)]
-    ids = np.arange(1, n + 1)
+    ids = np.arange(first_id, first_id + n)
     domain = pools.domain[rng.integers(0, len(pools.domain), n)]
     local = np.char.add(np.char.add(np.char.lower(first), "."), np.char.lower(last))
     email = np.char.add(np.char.add(np.char.replace(local, " ", ""), ids.astype(str)), np.char.add("@", domain))
@@ -242,7 +249,8 @@ def generated_batches(spec: GenerateSpec, end_day: dt.date, now: dt.datetime) ->
     first_day = end_day - dt.timedelta(days=spec.days)
     rng = np.random.default_rng(spec.seed)
     pools = _Pools(spec.seed)
-    yield "users", make_users(spec, rng, pools, first_day)
+    for users in iter_users(spec, rng, pools, first_day):
+        yield "users", users
     items = make_items(spec, rng, pools, first_day)
     yield "items", items
     for block in iter_orders(spec, rng, items, first_day):
@@ -259,7 +267,7 @@ def generate(settings: Settings, spec: GenerateSpec, progress: Progress | None =
     cfg = settings.tidb
     now = settings.now()
     amount_cents = 0
-    done = 0
+    done = users_done = 0
     tables = {
         "users": f"`{cfg.database}`.users",
         "items": f"`{cfg.database}`.items",
@@ -279,8 +287,11 @@ def generate(settings: Settings, spec: GenerateSpec, progress: Progress | None =
         batches = ((tables[name], frame) for name, frame in generated_batches(spec, end_day, now))
         for table, frame in load_batches(conn, batches):
             name = names[table]
-            if name in ("users", "items"):
-                report(name, len(frame), getattr(spec, name))
+            if name == "users":
+                users_done += len(frame)
+                report(name, users_done, spec.users)
+            elif name == "items":
+                report(name, len(frame), spec.items)
             elif name == "orders":
                 amount_cents += int(np.round(frame["amount"].to_numpy() * 100).sum())
                 done += len(frame)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loaders.generate import GenerateSpec, _Pools, iter_orders, make_express, make_items, make_users
+from loaders import generate as generate_mod
+from loaders.generate import GenerateSpec, _Pools, iter_orders, iter_users, make_express, make_items
 from runner.errors import EcomError
 
 END_DAY = dt.date(2026, 3, 1)
@@ -19,7 +20,7 @@ FIRST_DAY = END_DAY - dt.timedelta(days=SPEC.days)
 def _history(spec: GenerateSpec = SPEC) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(spec.seed)
     pools = _Pools(spec.seed)
-    users = make_users(spec, rng, pools, FIRST_DAY)
+    users = pd.concat(list(iter_users(spec, rng, pools, FIRST_DAY)), ignore_index=True)
     items = make_items(spec, rng, pools, FIRST_DAY)
     orders = pd.concat(list(iter_orders(spec, rng, items, FIRST_DAY)), ignore_index=True)
     return users, items, orders
@@ -93,3 +94,13 @@ def test_names_come_from_pools(history: tuple[pd.DataFrame, pd.DataFrame, pd.Dat
 def test_bad_sizes_are_refused(change: dict[str, int]) -> None:
     with pytest.raises(EcomError):
         GenerateSpec(**{**SPEC.__dict__, **change}).validate()
+
+
+def test_users_come_in_blocks_with_consecutive_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(generate_mod, "USERS_PER_BLOCK", 1_234)
+    spec = GenerateSpec(users=5_000, items=10, orders=10, days=1, seed=3)
+    blocks = list(iter_users(spec, np.random.default_rng(3), _Pools(3), FIRST_DAY))
+    assert [len(b) for b in blocks] == [1_234, 1_234, 1_234, 1_234, 64]
+    users = pd.concat(blocks, ignore_index=True)
+    assert users["id"].tolist() == list(range(1, 5_001))
+    assert users["email"].is_unique and users["email"].str.contains(r"^[a-z.'-]+\d+@", regex=True).all()
