@@ -40,8 +40,11 @@ def _client(settings: Settings, sql: str, users: int, samples: int, seed: int) -
 
 def percentiles(times: list[float]) -> dict[str, float]:
     ordered = sorted(times)
-    at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p50": round(at(0.50), 2), "p99": round(at(0.99), 2), "max": round(ordered[-1], 2), "n": len(ordered)}
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"p50": at(0.50), "p99": at(0.99), "max": round(ordered[-1], 2), "n": len(ordered)}
 
 
 def per_user_latency(settings: Settings, users: int, clients: int, samples: int) -> dict[str, dict[str, float]]:

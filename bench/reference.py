@@ -10,7 +10,7 @@ import tempfile
 import time
 
 from loaders.bulk import load_tsv, write_tsv
-from loaders.generate import GenerateSpec, generated_batches
+from loaders.generate import GenerateSpec, allow_explicit_keys, generated_batches
 from runner import tidb
 from runner.config import Settings
 
@@ -26,6 +26,7 @@ def load_data_reference(settings: Settings, spec: GenerateSpec, end_day: dt.date
     sources = {"users": cfg.database, "items": cfg.database, "orders": cfg.database, "express": cfg.express_database}
     rows, seconds = 0, 0.0
     with tidb.connection(settings) as conn, conn.cursor() as cur:
+        allow_explicit_keys(conn)  # the generated rows carry their ids, as in `generate`
         cur.execute(f"DROP DATABASE IF EXISTS `{ref}`")
         cur.execute(f"CREATE DATABASE `{ref}`")
         try:

@@ -277,7 +277,7 @@ def generate(settings: Settings, spec: GenerateSpec, progress: Progress | None =
     names = {qualified: name for name, qualified in tables.items()}
     with tidb.connection(settings, cfg.database) as conn:
         tidb.require_schema(conn, cfg)
-        _allow_explicit_keys(conn)
+        allow_explicit_keys(conn)
         with conn.cursor() as cur:
             for table in ("dataset_info", "archive_purges", "orders", "users", "items"):
                 cur.execute(f"TRUNCATE TABLE `{cfg.database}`.{table}")
@@ -326,7 +326,7 @@ def generate(settings: Settings, spec: GenerateSpec, progress: Progress | None =
     )
 
 
-def _allow_explicit_keys(conn: pymysql.connections.Connection) -> None:
+def allow_explicit_keys(conn: pymysql.connections.Connection) -> None:
     """TiDB refuses explicit values for AUTO_RANDOM keys unless the session allows them."""
     if tidb.detect_flavor(conn).is_tidb:
         with conn.cursor() as cur:
