@@ -194,6 +194,11 @@ class ArchiveResult:
         )
 
 
+def utc_now() -> dt.datetime:
+    """Now in UTC, naive, to the second: how the warehouse stores ARCHIVED_AT."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
 def day_bounds(first: dt.date, last: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """[start, end): the timestamps of the business days first..last (the session is in the business zone)."""
     return dt.datetime.combine(first, dt.time()), dt.datetime.combine(last + dt.timedelta(days=1), dt.time())
@@ -330,7 +335,8 @@ def _write_stage(
     wconn: Any, cfg: WarehouseConfig, stage: str, extract: Extract, frames: Iterator[pd.DataFrame]
 ) -> Iterator[pd.DataFrame]:
     """Write the frames into the run's stage table, yielding each frame once it is written."""
-    wconn.cursor().execute(f"CREATE OR REPLACE TABLE {stage} ({extract.stage_columns})")
+    # TRANSIENT: a stage lives minutes, and a permanent table would pay Time Travel and Fail-safe storage
+    wconn.cursor().execute(f"CREATE OR REPLACE TRANSIENT TABLE {stage} ({extract.stage_columns})")
     for frame in frames:
         ok, written = warehouse.write_pandas(cfg, wconn, frame, stage)
         if not ok or written != len(frame):
@@ -370,7 +376,7 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
     start, end = day_bounds(first, last)
     read: dict[str, Prints] = {}
     counts: dict[str, int] = {}
-    archived_at = settings.now()
+    archived_at = utc_now()  # UTC, as dbt's source freshness compares it
     run_id = uuid.uuid4().hex[:12].upper()
     with warehouse.session(settings) as cfg_w:
         wconn = warehouse.connect(cfg_w)

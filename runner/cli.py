@@ -18,7 +18,7 @@ from loaders.archive import check_range, parse_day
 from loaders.generate import GenerateSpec
 from loaders.stream import StreamSpec, stream
 from loaders.verify import verify_tables
-from runner import dbt, pipeline, serving, tidb
+from runner import dbt, pipeline, serving, tidb, warehouse
 from runner.config import Settings
 from runner.errors import EcomError, env_secrets, redact
 from runner.output import console, dump_json, errors, show
@@ -372,6 +372,10 @@ def main() -> None:
         errors.print(f"error: TiDB said: {_clean(str(exc))} — check the server and rerun", markup=False)
         sys.exit(1)
     except Exception as exc:
+        known = warehouse.explain(exc)
+        if known is not None:
+            errors.print(f"error: {_clean(str(known))}", markup=False)
+            sys.exit(1)
         if os.environ.get("ECOM_DEBUG"):
             raise
         errors.print(

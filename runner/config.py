@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 PROFILE_NAME = "ecommerce"
 # The account name that switches the fakesnow stand-in on (see profiles.example.yml).
 STANDIN_ACCOUNT = "fakesnow"
+# Hosts under this domain are TiDB Cloud endpoints (gateway01.<region>.prod.aws.tidbcloud.com, ...).
+TIDB_CLOUD_DOMAIN = ".tidbcloud.com"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -57,9 +60,21 @@ def _host(name: str, default: str) -> str:
 
 
 def _existing_file(name: str) -> str | None:
+    """A CA bundle: a readable file holding at least one PEM certificate, so a wrong path fails here, in one
+    line naming the variable, and not later as a TLS failure that looks like the server's."""
     path = os.environ.get(name) or None
-    if path is not None and not Path(path).is_file():
+    if path is None:
+        return None
+    if not Path(path).is_file():
         raise EcomError(f"{name}={path!r} is not a file", f"point {name} at the CA bundle (PEM) of your TiDB")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:  # no certificate in it, unreadable, not PEM
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no PEM certificate in it"
+        raise EcomError(
+            f"{name}={path!r} cannot be read as a CA bundle ({reason})",
+            f"point {name} at the CA bundle (PEM) of your TiDB",
+        ) from None
     return path
 
 
@@ -93,6 +108,21 @@ class TiDBConfig:
     def address(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
 
+    @property
+    def is_tidb_cloud(self) -> bool:
+        """TiDB Cloud's public endpoints accept TLS only, so they get TLS even without TIDB_SSL_CA."""
+        return self.host.lower().rstrip(".").endswith(TIDB_CLOUD_DOMAIN)
+
+
+# How the runner signs in to Snowflake, as the profile says (dbt-snowflake reads the same fields).
+KEY_PAIR, ACCESS_TOKEN, BROWSER = "key pair", "programmatic access token", "browser"
+PASSWORD, STANDIN = "password", "stand-in"
+_AUTHENTICATORS = {"programmatic_access_token": ACCESS_TOKEN, "externalbrowser": BROWSER, "snowflake": PASSWORD}
+# Snowflake's own default (STATEMENT_TIMEOUT_IN_SECONDS) is two days; a statement of ours past this limit is
+# ended by the server with a clear error rather than left to queue or run unseen.
+DEFAULT_STATEMENT_TIMEOUT_SECONDS = 4 * 3600
+LOGIN_TIMEOUT_SECONDS = 60
+
 
 @dataclass(frozen=True)
 class WarehouseConfig:
@@ -107,26 +137,145 @@ class WarehouseConfig:
     role: str | None = None
     warehouse: str | None = None
     raw_schema: str = "RAW"
+    auth: str = PASSWORD
+    private_key: bytes | None = field(default=None, repr=False)  # DER (PKCS#8), decrypted
+    token: str = field(default="", repr=False)
+    statement_timeout_seconds: int = DEFAULT_STATEMENT_TIMEOUT_SECONDS
+    # where the account answers, when not at <account>.snowflakecomputing.com (PrivateLink, a proxy)
+    host: str | None = None
+    port: int | None = None
+    protocol: str | None = None
 
     @property
     def is_standin(self) -> bool:
         return self.account == STANDIN_ACCOUNT
 
+    @property
+    def secrets(self) -> list[str]:
+        """What must never reach a log or a message (drivers may echo their arguments)."""
+        return [self.password, self.token]
+
     def connect_args(self) -> dict[str, Any]:
+        """The connector's arguments, as snowflake-connector-python documents them for each sign-in.
+
+        No `network_timeout`: the 4.x connector arms a cancel timer with it on every `execute`, so a COPY or
+        a publish that queues or runs longer would be cancelled. Signing in is bounded by `login_timeout`;
+        a statement by the server's STATEMENT_TIMEOUT_IN_SECONDS, which ends it with an error we name.
+        """
         args: dict[str, Any] = {
             "account": self.account,
             "user": self.user,
-            "password": self.password,
             "database": self.database,
             "schema": self.raw_schema,
-            "login_timeout": 30,
-            "network_timeout": 120,
+            "login_timeout": LOGIN_TIMEOUT_SECONDS,
+            "application": "ecom-htap",
+            "session_parameters": {"STATEMENT_TIMEOUT_IN_SECONDS": self.statement_timeout_seconds},
         }
-        if self.role:
-            args["role"] = self.role
-        if self.warehouse:
-            args["warehouse"] = self.warehouse
+        if self.auth == KEY_PAIR:
+            args["private_key"] = self.private_key
+        elif self.auth == ACCESS_TOKEN:
+            args["authenticator"] = "PROGRAMMATIC_ACCESS_TOKEN"
+            args["token"] = self.token
+        elif self.auth == BROWSER:
+            args["authenticator"] = "externalbrowser"
+            args["client_store_temporary_credential"] = True  # one browser sign-in per session, not per connection
+        else:
+            args["password"] = self.password
+        for name in ("role", "warehouse", "host", "port", "protocol"):
+            if getattr(self, name):
+                args[name] = getattr(self, name)
         return args
+
+
+def private_key_der(path: str, passphrase: str, target: str) -> bytes:
+    """The key-pair sign-in's private key, decrypted with `passphrase`, as DER (PKCS#8) bytes: the form
+    snowflake-connector-python documents for `private_key`. Errors name the setting, never the key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    where = f"private_key_path of target {target!r} ({path})"
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except FileNotFoundError:
+        raise EcomError(f"{where} does not exist", "set SNOWFLAKE_PRIVATE_KEY_PATH to your key file (.p8)") from None
+    except OSError as exc:
+        raise EcomError(f"{where} cannot be read ({exc.strerror})", "check the file and its permissions") from None
+    encrypted = b"ENCRYPTED" in data
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase.encode() if passphrase else None)
+    except TypeError:  # a passphrase for a plain key, or none for an encrypted one
+        if encrypted:
+            raise EcomError(
+                f"{where} is encrypted and no passphrase is set", "set SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"
+            ) from None
+        raise EcomError(
+            f"{where} is not encrypted but a passphrase is set", "unset SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"
+        ) from None
+    except ValueError:
+        if encrypted:
+            raise EcomError(
+                f"{where} cannot be decrypted with the passphrase set", "check SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"
+            ) from None
+        raise EcomError(
+            f"{where} is not a PEM private key",
+            "point it at the PKCS#8 key made by `openssl genrsa 2048 | openssl pkcs8 -topk8 -v2 aes256`",
+        ) from None
+    except Exception:  # an unsupported algorithm or a key the library rejects: nothing of it is echoed
+        raise EcomError(f"{where} cannot be loaded as a private key", "make a new RSA key pair") from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise EcomError(f"{where} is not an RSA or EC key", "Snowflake key-pair sign-in takes an RSA key")
+    return key.private_bytes(
+        encoding=serialization.Encoding.DER,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+
+
+def _sign_in(values: dict[str, Any], target: str, path: Path) -> dict[str, Any]:
+    """How the target signs in, as WarehouseConfig fields; dbt-snowflake reads the same profile fields."""
+    if str(values.get("account")) == STANDIN_ACCOUNT:
+        return {"auth": STANDIN}
+    authenticator = str(values.get("authenticator") or "").lower()
+    key_path = str(values.get("private_key_path") or "")
+    if authenticator and authenticator not in _AUTHENTICATORS:
+        raise EcomError(
+            f"authenticator {authenticator!r} of target {target!r} is not one the runner supports",
+            "use key pair (private_key_path), programmatic_access_token or externalbrowser",
+        )
+    if values.get("private_key"):
+        raise EcomError(
+            f"target {target!r} in {path} gives the key inline (private_key)", "give private_key_path instead"
+        )
+    if authenticator in ("", "snowflake") and key_path:
+        passphrase = str(values.get("private_key_passphrase") or "")
+        return {"auth": KEY_PAIR, "private_key": private_key_der(key_path, passphrase, target)}
+    if authenticator == "programmatic_access_token":
+        if not values.get("token"):
+            raise EcomError(
+                f"target {target!r} signs in with a programmatic access token but has none", "set SNOWFLAKE_TOKEN"
+            )
+        return {"auth": ACCESS_TOKEN, "token": str(values["token"])}
+    if authenticator == "externalbrowser":
+        return {"auth": BROWSER}
+    if not values.get("password"):
+        raise EcomError(
+            f"target {target!r} in {path} has no way to sign in",
+            "set SNOWFLAKE_PRIVATE_KEY_PATH (key pair), or SNOWFLAKE_AUTHENTICATOR=programmatic_access_token with "
+            "SNOWFLAKE_TOKEN, or SNOWFLAKE_AUTHENTICATOR=externalbrowser",
+        )
+    return {"auth": PASSWORD}
+
+
+def _statement_timeout() -> int:
+    raw = os.environ.get("ECOM_STATEMENT_TIMEOUT_SECONDS", "")
+    if raw == "":
+        return DEFAULT_STATEMENT_TIMEOUT_SECONDS
+    if not raw.isdigit() or not 0 < int(raw) <= 604800:
+        raise EcomError(
+            f"ECOM_STATEMENT_TIMEOUT_SECONDS={raw!r} is not a number of seconds",
+            "set it to a whole number from 1 to 604800 (Snowflake's maximum, 7 days)",
+        )
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -248,4 +397,9 @@ def load_profile(profiles_dir: Path, target: str = "") -> WarehouseConfig:
         schema=identifier(str(values["schema"]), "warehouse schema"),
         role=str(values["role"]) if values.get("role") else None,
         warehouse=str(values["warehouse"]) if values.get("warehouse") else None,
+        statement_timeout_seconds=_statement_timeout(),
+        host=str(values["host"]) if values.get("host") else None,
+        port=int(values["port"]) if str(values.get("port") or "").isdigit() else None,
+        protocol=str(values["protocol"]) if values.get("protocol") else None,
+        **_sign_in(values, target, path),
     )

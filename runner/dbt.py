@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from typing import Any
 from runner import failpoints, warehouse
 from runner.config import DBT_PROJECT_DIR, Settings
 from runner.errors import EcomError, redact
+
+log = logging.getLogger("ecom")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def run(
         result = dbtRunner(callbacks=list(callbacks)).invoke(full)
     if result.exception is not None:
         raise EcomError(
-            f"dbt {args[0] if args else ''} failed: {redact(str(result.exception), [cfg.password])}",
+            f"dbt {args[0] if args else ''} failed: {redact(str(result.exception), cfg.secrets)}",
             "see the dbt log above",
         )
     nodes: list[tuple[str, str]] = []
@@ -77,8 +80,29 @@ def _crash_after_model(msg: Any) -> None:
         failpoints.hit(f"transform.after_model.{msg.data.node_info.node_name}")
 
 
+def check_freshness(settings: Settings, quiet: bool = False) -> DbtOutcome:
+    """`dbt source freshness` on RAW: a stale source past `warn_after` is a warning line, past `error_after`
+    (or a source dbt cannot read) stops the transform before anything is built."""
+    outcome = run(settings, ["source", "freshness"], quiet=quiet)
+    stale = [(node, status) for node, status in outcome.results if status != "pass"]
+    errors = [node.removeprefix("source.ecommerce.") for node, status in stale if status != "warn"]
+    if errors or (not outcome.success and not stale):
+        raise EcomError(
+            f"the warehouse archive is older than its freshness limit allows ({', '.join(errors) or 'see above'})",
+            "run `ecom archive` (yesterday, or the missing days) before `ecom transform`",
+        )
+    for node, _ in stale:
+        log.warning(
+            "source %s is stale (older than warn_after in dbt_project/models/staging/raw/_raw__sources.yml); "
+            "run `ecom archive` to bring it up to date",
+            node.removeprefix("source.ecommerce."),
+        )
+    return outcome
+
+
 def transform(settings: Settings, as_of: dt.date, quiet: bool = False) -> DbtOutcome:
-    """`dbt build`: every model and data test, for one as-of date."""
+    """`dbt source freshness`, then `dbt build`: every model and data test, for one as-of date."""
+    check_freshness(settings, quiet=quiet)
     # the failpoint callback sees every dbt event: registered only when a crash test arms failpoints
     callbacks = [_crash_after_model] if failpoints.armed() else []
     # unit tests check the models' logic, not the data: they run in CI (`make test`), not in every daily

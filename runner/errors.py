@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 
-SECRET_VARIABLES = ("TIDB_PASSWORD", "SNOWFLAKE_PASSWORD", "SNOWSQL_PWD")
+SECRET_VARIABLES = (
+    "TIDB_PASSWORD",
+    "SNOWFLAKE_PASSWORD",
+    "SNOWSQL_PWD",
+    "SNOWFLAKE_TOKEN",
+    "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE",
+)
 
 
 class EcomError(Exception):

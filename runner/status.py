@@ -63,7 +63,7 @@ def status_tables(settings: Settings) -> list[Table]:
                 if warehouse.table_exists(conn, wcfg, wcfg.raw_schema, "ARCHIVE_LOG"):
                     cur.execute("SELECT MIN(ARCHIVE_DATE), MAX(ARCHIVE_DATE), MAX(ARCHIVED_AT) FROM ARCHIVE_LOG")
                     first, last, at = cur.fetchone()
-                    last_archive = f"days {first}..{last} in the warehouse, last written {at}" if first else ""
+                    last_archive = f"days {first}..{last} in the warehouse, last written {at} UTC" if first else ""
             finally:
                 conn.close()
     except EcomError as exc:

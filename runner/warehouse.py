@@ -9,8 +9,12 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from runner.config import Settings, WarehouseConfig
+from runner.config import PASSWORD, Settings, WarehouseConfig
 from runner.errors import EcomError, TransientError, redact
+
+log = logging.getLogger("ecom")
+_STATEMENT_TIMED_OUT = 630  # Snowflake: "Statement reached its statement or warehouse timeout … and was canceled"
+_warned_password = False
 
 _standin_depth = 0
 
@@ -63,10 +67,11 @@ def connect(cfg: WarehouseConfig) -> Any:
     """Open a connector connection with RAW as the current schema, creating the schema if needed."""
     import snowflake.connector
 
+    _warn_if_password(cfg)
     try:
         conn = snowflake.connector.connect(**cfg.connect_args())
     except snowflake.connector.errors.Error as exc:
-        message = redact(getattr(exc, "raw_msg", None) or str(exc), [cfg.password])
+        message = redact(getattr(exc, "raw_msg", None) or str(exc), cfg.secrets)
         if isinstance(exc, snowflake.connector.errors.OperationalError):  # the network, not the login: retried
             raise TransientError(f"cannot reach Snowflake account {cfg.account!r} ({message})") from None
         raise EcomError(
@@ -86,10 +91,38 @@ def connect(cfg: WarehouseConfig) -> Any:
     except snowflake.connector.errors.Error as exc:
         conn.close()
         raise EcomError(
-            f"cannot use schema {cfg.database}.{cfg.raw_schema} ({redact(str(exc), [cfg.password])})",
+            f"cannot use schema {cfg.database}.{cfg.raw_schema} ({redact(str(exc), cfg.secrets)})",
             "create the database or grant the role access to it",
         ) from None
     return conn
+
+
+def _warn_if_password(cfg: WarehouseConfig) -> None:
+    """Snowflake is ending single-factor password sign-in (MFA for people, none for service users): say so
+    once per process; it still works where the account allows it."""
+    global _warned_password
+    if cfg.auth == PASSWORD and not _warned_password:
+        _warned_password = True
+        log.warning(
+            "target %r signs in to Snowflake with a password, which Snowflake is blocking for service users; "
+            "set SNOWFLAKE_PRIVATE_KEY_PATH (key pair) instead (see docs/snowflake-setup.sql)",
+            cfg.target,
+        )
+
+
+def explain(exc: BaseException) -> EcomError | None:
+    """A connector error a user can act on, as an EcomError (None: not one we know)."""
+    try:
+        from snowflake.connector.errors import Error
+    except ImportError:  # pragma: no cover - the connector is a dependency
+        return None
+    if isinstance(exc, Error) and getattr(exc, "errno", None) == _STATEMENT_TIMED_OUT:
+        return EcomError(
+            "Snowflake stopped a statement that ran past its time limit (ECOM_STATEMENT_TIMEOUT_SECONDS, or the "
+            "warehouse's own STATEMENT_TIMEOUT_IN_SECONDS); the step's transaction was rolled back",
+            "raise the limit or use a larger warehouse, then rerun the step",
+        )
+    return None
 
 
 def table_exists(conn: Any, cfg: WarehouseConfig, schema: str, table: str) -> bool:
