@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from loaders import fingerprint
-from runner import failpoints, tidb, warehouse
+from runner import failpoints, lease, tidb, warehouse
 from runner.config import Settings, WarehouseConfig
 from runner.errors import EcomError
+from runner.lease import Lease
 
 T = TypeVar("T")
 FETCH_ROWS = 100_000
@@ -357,9 +358,15 @@ def lock_name(settings: Settings, cfg_w: WarehouseConfig) -> str:
     return f"archive:{where}:{cfg_w.database.upper()}.{cfg_w.raw_schema.upper()}"
 
 
-def archive_lock(tconn: Any, settings: Settings, cfg_w: WarehouseConfig) -> contextlib.AbstractContextManager[None]:
-    """Archive, purge and the archive reset of `generate` take turns on the warehouse (see `lock_name`)."""
-    return tidb.exclusive(tconn, lock_name(settings, cfg_w), "archive, purge or generate on this warehouse")
+ARCHIVE_LOCK_WAIT_SECONDS = 3.0
+
+
+def archive_lock(settings: Settings, cfg_w: WarehouseConfig) -> contextlib.AbstractContextManager[Lease]:
+    """Archive, purge and the archive reset of `generate` take turns on the warehouse (see `lock_name`): a lease
+    in the TiDB database (runner/lease.py); a second run waits a few seconds, then stops with a message."""
+    return lease.hold(
+        settings, lock_name(settings, cfg_w), "archive, purge or generate on this warehouse", ARCHIVE_LOCK_WAIT_SECONDS
+    )
 
 
 def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None) -> ArchiveResult:
@@ -387,9 +394,7 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
             raise
         try:
             tidb.require_schema(tconn, cfg_t)
-            # the lock lives on a connection of its own: the reader's long write timeout would keep a
-            # dropped session, and its lock, alive on the server for an hour
-            with tidb.connection(settings, cfg_t.database) as lock_conn, archive_lock(lock_conn, settings, cfg_w):
+            with archive_lock(settings, cfg_w) as held:
                 ensure_raw_tables(wconn)
                 _drop_stages(wconn, cfg_w)  # a killed run's leftovers: no other run is active while we hold the lock
                 with tconn.cursor() as cur:
@@ -420,7 +425,7 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
                     cur.execute("COMMIT")
                 failpoints.hit("archive.after_stage")
                 copied = {t: digests[t] for t in SNAPSHOT_TABLES if t not in kept}
-                _publish(wconn, cfg_w, run_id, first, last, read, archived_at, copied)
+                _publish(wconn, cfg_w, run_id, first, last, read, archived_at, copied, held)
                 failpoints.hit("archive.after_publish")
         finally:
             # cleanup must not hide the error that got us here: stages it cannot drop, the next run sweeps
@@ -488,6 +493,7 @@ def _publish(
     read: dict[str, Prints],
     archived_at: dt.datetime,
     snapshots: dict[str, str],
+    held: Lease,
 ) -> None:
     """Replace the days (and the dimension snapshots taken, with their digests) in one transaction,
     together with their log rows.
@@ -497,6 +503,7 @@ def _publish(
     by_table = {e.table: e for e in extracts("_", "_") if e.day_column or e.table in snapshots}
     days = days_in(first, last)
     cur = wconn.cursor()
+    held.ensure("publishing the archive")
     cur.execute("BEGIN")
     try:
         for table in DAILY_TABLES:
@@ -520,6 +527,7 @@ def _publish(
         log_rows += [(last, t, read[t].get(last, empty).rows, None, archived_at) for t in snapshots]
         cur.executemany("INSERT INTO ARCHIVE_LOG VALUES (%s, %s, %s, %s, %s)", log_rows)
         _check_published(wconn, cfg, first, last, read, set(by_table))
+        held.ensure("committing the archive")  # a whole lease period ahead for the COMMIT
         cur.execute("COMMIT")
     except BaseException:
         # a failed ROLLBACK (the connection gone) must not hide why we got here; the server rolls back anyway
@@ -649,7 +657,7 @@ def _drop_archive(settings: Settings, keep_purged: bool, then: Callable[[], T]) 
     cfg_t = settings.tidb
     with warehouse.session(settings) as cfg, tidb.connection(settings, cfg_t.database) as tconn:
         tidb.require_schema(tconn, cfg_t)
-        with archive_lock(tconn, settings, cfg):
+        with archive_lock(settings, cfg) as held:
             with tconn.cursor() as cur:
                 purged = tidb.scalar(cur, f"SELECT COUNT(*) FROM `{cfg_t.database}`.archive_purges")
             if purged and keep_purged:
@@ -661,6 +669,7 @@ def _drop_archive(settings: Settings, keep_purged: bool, then: Callable[[], T]) 
             conn = warehouse.connect(cfg)
             try:
                 cur = conn.cursor()
+                held.ensure("dropping the archive")
                 for table in RAW_DDL:
                     cur.execute(f"DROP TABLE IF EXISTS {table}")
             finally:

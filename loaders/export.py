@@ -28,7 +28,7 @@ import pandas as pd
 import pymysql
 
 from loaders.bulk import load_batches
-from runner import failpoints, tidb, warehouse
+from runner import failpoints, lease, tidb, warehouse
 from runner.config import Settings
 from runner.errors import EcomError
 
@@ -229,7 +229,7 @@ def _one_as_of_date(dates: Mapping[str, Set[Any]]) -> dt.date | None:
 
 
 def lock_name(database: str) -> str:
-    """The named lock (`tidb.exclusive`) that exports into `database` take turns on."""
+    """The lease (runner/lease.py) that exports into `database` take turns on."""
     return f"export:{database}"
 
 
@@ -292,7 +292,7 @@ def export(settings: Settings, progress: Progress | None = None) -> ExportResult
         # its half-built ones. A second export waits for the first. The marts are read under the lock too,
         # so a slower export never swaps older marts in over a newer one.
         with (
-            tidb.exclusive(conn, lock_name(cfg.database), "export into this database", LOCK_WAIT_SECONDS),
+            lease.hold(settings, lock_name(cfg.database), "export into this database", LOCK_WAIT_SECONDS) as held,
             conn.cursor() as cur,
         ):
             rows, as_of = _build(settings, conn, cur, exported_at, report)
@@ -300,6 +300,10 @@ def export(settings: Settings, progress: Progress | None = None) -> ExportResult
             swaps = ", ".join(
                 f"{db}.{s.table} TO {db}.{s.table}__old, {db}.{s.table}__new TO {db}.{s.table}" for s in SERVING_TABLES
             )
+            # RENAME commits by itself, so the lease cannot be checked inside it: renewed just before, it is ours
+            # for a whole lease period, and the swap may wait for readers' metadata locks for half of that at most
+            cur.execute(f"SET SESSION lock_wait_timeout = {max(1, settings.lock_lease_seconds // 2)}")
+            held.ensure("swapping the serving tables")
             cur.execute(f"RENAME TABLE {swaps}")
             failpoints.hit("export.after_swap")  # readers on the new set, the `__old` tables not dropped yet
             cur.execute(f"DROP TABLE {', '.join(f'{db}.{s.table}__old' for s in SERVING_TABLES)}")

@@ -26,6 +26,7 @@ from loaders.verify import Purge, purges, verify
 from runner import failpoints, tidb, warehouse
 from runner.config import Settings, TiDBConfig, WarehouseConfig
 from runner.errors import EcomError
+from runner.lease import Lease
 
 BATCH_ORDERS = 1000
 Progress = Callable[[str, int, int], None]
@@ -53,7 +54,7 @@ def purge(settings: Settings, older_than_days: int, progress: Progress | None = 
         conn = tidb.connect(settings, cfg.database)
         try:
             tidb.require_schema(conn, cfg)
-            with archive_lock(conn, settings, cfg_w):
+            with archive_lock(settings, cfg_w) as held:
                 started = purges(conn, cfg.database, dt.date.min, dt.date.max)  # unfinished ones resume, any age
                 candidates = [day for day in _days_with_orders(conn, cfg.database, cutoff) if day not in started]
                 proven: list[dt.date] = []
@@ -61,13 +62,14 @@ def purge(settings: Settings, older_than_days: int, progress: Progress | None = 
                     check = verify(settings, first, last, daily_only=True)
                     prints = {(c.day, c.table): c.warehouse for c in check.checks}
                     for day in sorted(set(check.proven_days()) & set(candidates)):
+                        held.ensure("recording a day to purge")
                         _record(conn, cfg.database, day, {t: prints[(day, t)] for t in ("ORDERS", "EXPRESS")})
                         proven.append(day)
                 todo = sorted([day for day, p in started.items() if p.state == "purging"] + proven)
                 wconn = warehouse.connect(cfg_w)
                 try:
                     for done, day in enumerate(todo, start=1):
-                        orders, express = _delete_day(conn, cfg, wconn, cfg_w, by_table, day)
+                        orders, express = _delete_day(conn, cfg, wconn, cfg_w, by_table, day, held)
                         deleted["ORDERS"] += orders
                         deleted["EXPRESS"] += express
                         _finish(conn, cfg.database, day)
@@ -117,7 +119,13 @@ def _finish(conn: Any, database: str, day: dt.date) -> None:
 
 
 def _delete_day(
-    conn: Any, cfg: TiDBConfig, wconn: Any, cfg_w: WarehouseConfig, by_table: dict[str, Extract], day: dt.date
+    conn: Any,
+    cfg: TiDBConfig,
+    wconn: Any,
+    cfg_w: WarehouseConfig,
+    by_table: dict[str, Extract],
+    day: dt.date,
+    held: Lease,
 ) -> tuple[int, int]:
     """Delete one day in batches of orders, each order (with its express row) only if the warehouse holds
     exactly that row: per-row hashes compared. A row that changed after the day was proven stays in TiDB
@@ -148,6 +156,7 @@ def _delete_day(
             continue
         conn.begin()
         try:
+            held.ensure("deleting purged rows", conn)  # in this transaction: the lease stays ours until it commits
             orders, express = _read_batch(conn, orders_x, express_x, start, end, sorted(proven), lock=True)
             still = _row_hashes(orders_x, express_x, orders, express)
             purgeable = sorted(i for i, hashes in still.items() if proven.get(i) == hashes)

@@ -43,6 +43,13 @@ def _env_int(name: str, default: int) -> int:
         raise EcomError(f"{name}={raw!r} is not a number", f"set {name} to a whole number") from None
 
 
+def _bounded_int(name: str, default: int, low: int, high: int) -> int:
+    value = _env_int(name, default)
+    if not low <= value <= high:
+        raise EcomError(f"{name}={value} is out of range", f"set {name} to a number from {low} to {high}")
+    return value
+
+
 def _port(name: str, default: int) -> int:
     port = _env_int(name, default)
     if not 0 < port < 65536:
@@ -69,13 +76,15 @@ def _existing_file(name: str) -> str | None:
         raise EcomError(f"{name}={path!r} is not a file", f"point {name} at the CA bundle (PEM) of your TiDB")
     try:
         ssl.create_default_context(cafile=path)
-    except (ssl.SSLError, OSError, ValueError) as exc:  # no certificate in it, unreadable, not PEM
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no PEM certificate in it"
-        raise EcomError(
-            f"{name}={path!r} cannot be read as a CA bundle ({reason})",
-            f"point {name} at the CA bundle (PEM) of your TiDB",
-        ) from None
-    return path
+    except (ssl.SSLError, ValueError):  # no certificate in it, not PEM
+        reason = "no PEM certificate in it"
+    except OSError as exc:  # unreadable
+        reason = exc.strerror or type(exc).__name__
+    else:
+        return path
+    raise EcomError(
+        f"{name}={path!r} cannot be read as a CA bundle ({reason})", f"point {name} at the CA bundle (PEM) of your TiDB"
+    )
 
 
 @dataclass(frozen=True)
@@ -287,6 +296,10 @@ class Settings:
     profiles_dir: Path
     target: str
     timezone: str = "UTC"
+    # how long a run's lock outlives a run that stopped renewing it (runner/lease.py)
+    lock_lease_seconds: int = 60
+    # the longest a TiDB snapshot (transaction) may stay open: TiDB Cloud Starter ends one at 30 minutes
+    max_transaction_seconds: int = 600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -298,6 +311,8 @@ class Settings:
             profiles_dir=profiles_dir,
             target=os.environ.get("ECOM_TARGET") or "",
             timezone=os.environ.get("ECOM_TIMEZONE") or "UTC",
+            lock_lease_seconds=_bounded_int("ECOM_LOCK_LEASE_SECONDS", 60, 2, 3600),
+            max_transaction_seconds=_bounded_int("ECOM_MAX_TRANSACTION_SECONDS", 600, 10, 1800),
         )
         settings.zone  # noqa: B018 - validate the time zone early
         return settings

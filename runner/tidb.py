@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,34 +108,6 @@ def connection(settings: Settings, database: str | None = None) -> Iterator[pymy
         yield conn
     finally:
         conn.close()
-
-
-@contextlib.contextmanager
-def exclusive(conn: pymysql.connections.Connection, name: str, doing: str, wait_seconds: int = 3) -> Iterator[None]:
-    """Hold the server-wide named lock `name` for the block, or stop with a clear message if another
-    session holds it. The server frees it if this process dies, so a crash never leaves it taken."""
-    key = "ecom:" + hashlib.sha1(name.encode()).hexdigest()[:40]  # the server caps lock names at 64 chars
-    with conn.cursor(pymysql.cursors.Cursor) as cur:  # buffered, also on a streaming connection
-        taken = scalar(cur, "SELECT GET_LOCK(%s, %s)", (key, wait_seconds))
-        if taken is None:
-            raise EcomError(f"the server could not take the lock for this {doing}", "run this again")
-        if taken != 1:
-            try:
-                holder = f"TiDB connection {scalar(cur, 'SELECT IS_USED_LOCK(%s)', (key,))}"
-            except pymysql.err.MySQLError:  # TiDB before 7.0 has no IS_USED_LOCK
-                holder = "another session holds its lock"
-            raise EcomError(
-                f"another {doing} is running ({holder}); two at once could both write",
-                "wait for it to finish, then run this again",
-            )
-    try:
-        yield
-    finally:
-        try:
-            with conn.cursor(pymysql.cursors.Cursor) as cur:
-                cur.execute("SELECT RELEASE_LOCK(%s)", (key,))
-        except pymysql.err.Error:
-            pass  # the connection is gone, and the server freed the lock with it
 
 
 def start_snapshot(cur: pymysql.cursors.Cursor) -> None:

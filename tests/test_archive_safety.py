@@ -19,7 +19,7 @@ import pytest
 from loaders import archive, verify
 from loaders.generate import GenerateSpec
 from loaders.stream import StreamSpec, stream
-from runner import pipeline, retry, tidb, warehouse
+from runner import lease, pipeline, retry, tidb, warehouse
 from runner.config import Settings, TiDBConfig
 from runner.errors import EcomError
 from tests.conftest import drop_databases, env_for, make_settings, run_ecom
@@ -138,8 +138,7 @@ def test_a_second_archive_stops_while_one_runs(shop: Settings) -> None:
     first, last = history(shop)
     lock = archive.lock_name(shop, shop.warehouse())
     with (
-        tidb.connection(shop) as other,
-        tidb.exclusive(other, lock, "archive"),
+        lease.hold(shop, lock, "archive", 0),
         pytest.raises(EcomError, match="another archive, purge or generate on this warehouse is running"),
     ):
         pipeline.run_archive(shop, last, last)
@@ -357,10 +356,14 @@ def test_purge_keeps_rows_that_changed_after_they_were_proven(shop: Settings) ->
         cur.execute("UPDATE orders SET amount = amount + 1 WHERE id = %s", (changed,))  # after the archive
     cfg = shop.tidb
     by_table = {e.table: e for e in archive.extracts(cfg.database, cfg.express_database)}
-    with warehouse.session(shop) as cfg_w, tidb.connection(shop, cfg.database) as conn:
+    with (
+        warehouse.session(shop) as cfg_w,
+        tidb.connection(shop, cfg.database) as conn,
+        archive.archive_lock(shop, cfg_w) as held,
+    ):
         wconn = warehouse.connect(cfg_w)
         try:
-            orders, express = purge._delete_day(conn, cfg, wconn, cfg_w, by_table, day)
+            orders, express = purge._delete_day(conn, cfg, wconn, cfg_w, by_table, day, held)
         finally:
             wconn.close()
     assert [row[0] for row in tidb_rows(shop, day_orders, bounds)] == [changed]

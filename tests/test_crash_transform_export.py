@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -28,7 +27,7 @@ import pytest
 
 from loaders import export as export_mod
 from loaders.generate import GenerateSpec
-from runner import dbt, pipeline, tidb, warehouse
+from runner import dbt, lease, pipeline, tidb, warehouse
 from runner.config import Settings, TiDBConfig
 from tests.conftest import drop_databases, env_for, make_settings
 
@@ -241,19 +240,6 @@ def test_export_killed_at_every_point_never_shows_a_mix(stack: Stack) -> None:
     assert switches == [set_b, set_a, set_b], "the reader saw the sets in another order than they were swapped in"
 
 
-def waiting_for_a_lock(settings: Settings) -> int:
-    """Sessions on this test's database (other than this one) blocked in a GET_LOCK."""
-    with tidb.connection(settings) as conn, conn.cursor() as cur:
-        return int(
-            tidb.scalar(
-                cur,
-                "SELECT COUNT(*) FROM information_schema.processlist WHERE id <> CONNECTION_ID() "
-                "AND db = %s AND INSTR(info, 'GET_LOCK') > 0",
-                (settings.tidb.database,),
-            )
-        )
-
-
 def test_a_second_export_waits_for_the_first(stack: Stack) -> None:
     """Exports take turns: else one's sweep drops the other's `__new` tables and its RENAME swaps in half-built ones."""
     a, b = stack.a, stack.b
@@ -261,10 +247,7 @@ def test_a_second_export_waits_for_the_first(stack: Stack) -> None:
     set_a = observe(a)
     second = None
     try:
-        with (
-            tidb.connection(a, a.tidb.database) as running,
-            tidb.exclusive(running, export_mod.lock_name(a.tidb.database), "export"),  # as an export in progress
-        ):
+        with lease.hold(a, export_mod.lock_name(a.tidb.database), "export", 0):  # as an export in progress
             second = subprocess.Popen(
                 [sys.executable, "-m", "runner", "export"],
                 env=env_for(b),
@@ -272,11 +255,9 @@ def test_a_second_export_waits_for_the_first(stack: Stack) -> None:
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            deadline = time.monotonic() + 120
-            while not waiting_for_a_lock(a):
-                assert second.poll() is None, "the second export ran without waiting for the first"
-                assert time.monotonic() < deadline, "the second export never got to the lock"
-                time.sleep(0.1)
+            assert second.stderr is not None
+            waiting = second.stderr.readline()  # bounded: the export gets to the lease within seconds, or dies
+            assert "waiting up to" in waiting, "the second export ran without waiting for the first: " + waiting
             assert observe(a) == set_a and leftovers(a) == set(), "the waiting export touched the serving tables"
         out, err = second.communicate(timeout=120)
     finally:
