@@ -82,7 +82,7 @@ def _logged_days(settings: Settings) -> list[tuple[dt.date, int]]:
 
 def test_one_holder_at_a_time_and_tokens_grow(shop: Settings) -> None:
     with lease.hold(shop, "test:turns", "test run", 0) as first:
-        with pytest.raises(EcomError, match="another test run is running"), lease.hold(shop, "test:turns", "x", 0):
+        with pytest.raises(EcomError, match="another x is running"), lease.hold(shop, "test:turns", "x", 0):
             pass
         first.ensure("writing")  # still ours
     with lease.hold(shop, "test:turns", "test run", 0) as second:
