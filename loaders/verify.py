@@ -15,7 +15,9 @@ from typing import Any
 
 from loaders import fingerprint
 from loaders.archive import (
+    ARCHIVE_RUN_ORDERS,
     DAILY_TABLES,
+    SNAPSHOT_TABLES,
     Prints,
     check_range,
     day_bounds,
@@ -24,6 +26,8 @@ from loaders.archive import (
     extracts,
     read_back,
     read_frames,
+    runs_of_days,
+    snapshot_orders,
 )
 from runner import tidb, warehouse
 from runner.config import Settings
@@ -146,9 +150,31 @@ def archived_range(settings: Settings) -> tuple[dt.date, dt.date] | None:
 
 
 def _tidb_prints(
-    settings: Settings, first: dt.date, last: dt.date, daily_only: bool
+    settings: Settings, first: dt.date, last: dt.date, daily_only: bool, window_orders: int | None = None
 ) -> tuple[dict[str, Prints], dict[dt.date, Purge]]:
-    """What TiDB holds, and which days it purged, as of one moment."""
+    """What TiDB holds, and which days it purged: the days in windows of whole days of at most `window_orders`
+    orders (default: what one snapshot reads within ECOM_MAX_TRANSACTION_SECONDS), each window in one
+    snapshot, then the dimensions in one of their own. Every figure is per day (or per dimension), so the
+    windows give what one snapshot would (tests/test_archive_safety.py holds them to it)."""
+    orders = window_orders or snapshot_orders(settings, ARCHIVE_RUN_ORDERS)
+    prints: dict[str, Prints] = {table: {} for table in DAILY_TABLES}
+    purged: dict[dt.date, Purge] = {}
+    for days in runs_of_days(settings, first, last, orders):
+        part, marks = _read_tidb(settings, days[0], days[-1], DAILY_TABLES, last)
+        for table in DAILY_TABLES:
+            prints[table].update(part[table])  # windows hold disjoint days
+        purged.update(marks)
+    if not daily_only:
+        part, _ = _read_tidb(settings, first, last, SNAPSHOT_TABLES, last)
+        prints.update(part)
+    return prints, purged
+
+
+def _read_tidb(
+    settings: Settings, first: dt.date, last: dt.date, tables: tuple[str, ...], snapshot_day: dt.date
+) -> tuple[dict[str, Prints], dict[dt.date, Purge]]:
+    """The fingerprints of `tables` (daily ones for [first, last]; dimensions filed under `snapshot_day`) and
+    the purge marks of [first, last], as of one moment."""
     cfg = settings.tidb
     start, end = day_bounds(first, last)
     prints: dict[str, Prints] = {}
@@ -157,13 +183,16 @@ def _tidb_prints(
         tidb.require_schema(conn, cfg)
         with conn.cursor() as cur:
             tidb.start_snapshot(cur)
+            clock = tidb.SnapshotClock(settings, f"verify of {first}..{last}")
             purged = purges(conn, cfg.database, first, last)
             for extract in extracts(cfg.database, cfg.express_database):
-                if daily_only and extract.day_column is None:
+                if extract.table not in tables:
                     continue
                 prints[extract.table] = {}
                 for frame in read_frames(cur, extract, start, end):
-                    fingerprint.merge(prints[extract.table], extract.fingerprints(frame, day_of(extract, frame, last)))
+                    day = day_of(extract, frame, snapshot_day)
+                    fingerprint.merge(prints[extract.table], extract.fingerprints(frame, day))
+                    clock.check()
             cur.execute("COMMIT")
     finally:
         conn.close()
@@ -185,10 +214,13 @@ def _warehouse_prints(settings: Settings, first: dt.date, last: dt.date, daily_o
             conn.close()
 
 
-def verify(settings: Settings, first: dt.date, last: dt.date, daily_only: bool = False) -> VerifyReport:
-    """Compare [first, last] on both sides; the dimension snapshots too unless `daily_only`."""
+def verify(
+    settings: Settings, first: dt.date, last: dt.date, daily_only: bool = False, window_orders: int | None = None
+) -> VerifyReport:
+    """Compare [first, last] on both sides; the dimension snapshots too unless `daily_only`. TiDB is read in
+    windows of days of at most `window_orders` orders, one snapshot each (see `_tidb_prints`)."""
     check_range(settings, first, last)
-    on_tidb, purged = _tidb_prints(settings, first, last, daily_only)
+    on_tidb, purged = _tidb_prints(settings, first, last, daily_only, window_orders)
     in_warehouse = _warehouse_prints(settings, first, last, daily_only)
     empty = Fingerprint()
     checks: list[Check] = []

@@ -53,7 +53,7 @@ def retried(action: Callable[[], T]) -> T:
     return retry.retrying(action, on_retry=_warn_retry)
 
 
-ARCHIVE_CHUNK_ORDERS = 1_000_000  # orders per archive transaction (with their expresses): bounds its memory
+ARCHIVE_CHUNK_ORDERS = archive_mod.ARCHIVE_RUN_ORDERS
 
 
 def run_archive(
@@ -64,7 +64,9 @@ def run_archive(
     rows in flight, and a failure keeps the runs before it."""
     started = settings.now()
     archive_mod.check_range(settings, first, last)
-    chunks = retried(lambda: archive_mod.runs_of_days(settings, first, last, ARCHIVE_CHUNK_ORDERS))
+    # bounded in memory, and in time: no snapshot outlives ECOM_MAX_TRANSACTION_SECONDS at the planned rate
+    per_run = archive_mod.snapshot_orders(settings, ARCHIVE_CHUNK_ORDERS)
+    chunks = retried(lambda: archive_mod.runs_of_days(settings, first, last, per_run))
     result = archive_mod.ArchiveResult.combined(
         [retried(functools.partial(archive_mod.archive, settings, c[0], c[-1], progress)) for c in chunks]
     )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import ssl
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,14 @@ _UNKNOWN_TIME_ZONE = 1298
 _UNKNOWN_SYSTEM_VARIABLE = 1193
 # No server answered, or it went away, or it is full: these may pass, so the steps retry them.
 _CANNOT_REACH = {0, 1040, 2003, 2005, 2006, 2013}
+# TLS. Access denied to a login (as opposed to a database): also the answer to a REQUIRE SSL account in plain text.
+_ACCESS_DENIED_LOGIN = 1045
+_TLS_NOT_OFFERED = 2026  # CR_SSL_CONNECTION_ERROR: pymysql wanted TLS, the server's greeting offers none
+_SECURE_TRANSPORT_REQUIRED = 3159  # MySQL 8 / TiDB with require_secure_transport (MariaDB answers 1045)
+_NAME_MISMATCH = {62, 64}  # OpenSSL: X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+_OUT_OF_DATE = {9, 10}  # OpenSSL: X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
+# The connection dropped during the handshake: that may pass, like any dropped connection.
+_TLS_CUT_OFF = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
 @dataclass(frozen=True)
@@ -43,31 +53,79 @@ def _utc_offset(settings: Settings) -> str:
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
+def trust_store(cfg: TiDBConfig) -> str | None:
+    """The CA bundle that verifies the server's certificate, or None for plain text.
+
+    TIDB_SSL_CA when set; for a TiDB Cloud host without it, the system's bundle (what OpenSSL uses, which
+    honours SSL_CERT_FILE), else certifi's. Any other host without TIDB_SSL_CA: no TLS. An unverified
+    "encrypted anyway" session (pymysql's own default when a server offers TLS) is not used: TLS here always
+    means the chain and the host name were checked, and an account that requires TLS gets a message instead.
+    """
+    if cfg.ssl_ca:
+        return cfg.ssl_ca
+    if not cfg.is_tidb_cloud:
+        return None
+    system = ssl.get_default_verify_paths().cafile  # None when that file does not exist
+    if system:
+        return system
+    try:
+        import certifi
+    except ImportError:
+        raise EcomError(
+            f"TIDB_HOST={cfg.host} is a TiDB Cloud host, which needs TLS, and this system has no CA bundle",
+            "set TIDB_SSL_CA to a CA bundle (PEM), e.g. /etc/ssl/certs/ca-certificates.crt",
+        ) from None
+    return str(certifi.where())
+
+
+def connect_kwargs(settings: Settings, database: str | None = None, *, streaming: bool = False) -> dict[str, Any]:
+    """pymysql.connect's arguments for these settings (no I/O but finding the system's CA bundle)."""
+    cfg: TiDBConfig = settings.tidb
+    ca = trust_store(cfg)
+    tls: dict[str, Any] = (
+        {"ssl_ca": ca, "ssl_verify_cert": True, "ssl_verify_identity": True}  # chain and host name
+        if ca
+        else {"ssl_disabled": True}
+    )
+    return {
+        "host": cfg.host,
+        "port": cfg.port,
+        "user": cfg.user,
+        "password": os.fsencode(cfg.password),  # UTF-8, as the server's clients send it (pymysql: latin-1)
+        "database": database,
+        "charset": "utf8mb4",
+        "connect_timeout": 10,
+        "local_infile": True,
+        "autocommit": True,
+        **tls,
+        "cursorclass": pymysql.cursors.SSCursor if streaming else pymysql.cursors.Cursor,
+        "init_command": f"SET time_zone = '{_utc_offset(settings)}'",
+    }
+
+
 def connect(
     settings: Settings, database: str | None = None, *, streaming: bool = False
 ) -> pymysql.connections.Connection:
     """Open a connection; the session time zone is the business zone, so CURRENT_DATE is the business day."""
     cfg: TiDBConfig = settings.tidb
+    kwargs = connect_kwargs(settings, database, streaming=streaming)
+    ca: str | None = kwargs.get("ssl_ca")
     try:
-        conn = pymysql.connect(
-            host=cfg.host,
-            port=cfg.port,
-            user=cfg.user,
-            password=os.fsencode(cfg.password),  # UTF-8, as the server's clients send it (pymysql: latin-1)
-            database=database,
-            charset="utf8mb4",
-            connect_timeout=10,
-            local_infile=True,
-            autocommit=True,
-            ssl={"ca": cfg.ssl_ca} if cfg.ssl_ca else None,
-            cursorclass=pymysql.cursors.SSCursor if streaming else pymysql.cursors.Cursor,
-            init_command=f"SET time_zone = '{_utc_offset(settings)}'",
-        )
+        conn = pymysql.connect(**kwargs)
         if streaming:  # a reader that pauses while each chunk is written to the warehouse must not be cut off
             _set_if_known(conn, "SET SESSION net_write_timeout = 3600")
     except pymysql.err.OperationalError as exc:
         code = exc.args[0] if exc.args else 0
         message = redact(str(exc.args[1] if len(exc.args) > 1 else exc), [cfg.password])
+        tls_error = _tls_error(exc, cfg, ca)
+        if tls_error is not None:  # a certificate or TLS set-up that does not match: retrying will not help
+            raise tls_error from None
+        if code == _ACCESS_DENIED_LOGIN and ca is None:  # MariaDB/MySQL answer this to a REQUIRE SSL account too
+            raise EcomError(
+                f"TiDB at {cfg.address} refused the login ({message})",
+                "check TIDB_USER and TIDB_PASSWORD; the account may also require TLS (REQUIRE SSL): "
+                "then set TIDB_SSL_CA to the server's CA bundle (PEM)",
+            ) from None
         if code in _ACCESS_DENIED:
             raise EcomError(
                 f"TiDB at {cfg.address} refused the login ({message})",
@@ -89,7 +147,62 @@ def connect(
             f"TiDB at {cfg.address} refused the connection ({message})",
             "check TIDB_HOST, TIDB_USER and TIDB_SSL_CA (TiDB Cloud needs TLS)",
         ) from None
+    except OSError as exc:  # pymysql loads the CA bundle before it connects (connect errors are wrapped above)
+        if ca is None:
+            raise
+        reason = exc.strerror if exc.strerror and not isinstance(exc, ssl.SSLError) else "no PEM certificate in it"
+        raise EcomError(
+            f"the CA bundle {_ca_source(cfg, ca)} cannot be loaded ({reason})",
+            "point TIDB_SSL_CA at the CA bundle (PEM) of your TiDB",
+        ) from None
     return conn
+
+
+def _ca_source(cfg: TiDBConfig, ca: str) -> str:
+    return f"TIDB_SSL_CA={ca}" if cfg.ssl_ca else f"{ca} (the system's, as TIDB_HOST is a TiDB Cloud host)"
+
+
+def _tls_error(exc: pymysql.err.OperationalError, cfg: TiDBConfig, ca: str | None) -> EcomError | None:
+    """The error to report when `exc` is a TLS failure (pymysql wraps the ssl module's as 2003), else None."""
+    where = f"TiDB at {cfg.host}:{cfg.port}"
+    code = exc.args[0] if exc.args else 0
+    if code == _SECURE_TRANSPORT_REQUIRED:
+        return EcomError(f"{where} accepts TLS connections only", "set TIDB_SSL_CA to the server's CA bundle (PEM)")
+    if ca is None:  # plain text: nothing TLS can have failed
+        return None
+    if code == _TLS_NOT_OFFERED:
+        if cfg.ssl_ca:
+            return EcomError(
+                f"{where} does not offer TLS, and TIDB_SSL_CA is set",
+                "enable TLS on the server (ssl_cert, ssl_key), or unset TIDB_SSL_CA to connect in plain text",
+            )
+        return EcomError(
+            f"{where} does not offer TLS, which every TiDB Cloud endpoint does",
+            "check TIDB_HOST and TIDB_PORT (TiDB Cloud: port 4000)",
+        )
+    original = getattr(exc, "original_exception", None)
+    if isinstance(original, ssl.SSLCertVerificationError):
+        reason = original.verify_message or original.reason or "certificate verify failed"
+        if original.verify_code in _NAME_MISMATCH:
+            return EcomError(
+                f"the TLS certificate of {where} does not name the host {cfg.host!r} ({reason.rstrip('.')})",
+                "set TIDB_HOST to a host name the server's certificate lists (not an alias or an unlisted IP)",
+            )
+        if original.verify_code in _OUT_OF_DATE:
+            return EcomError(
+                f"the TLS certificate of {where} is out of date ({reason})",
+                "renew the server's certificate, or check this machine's clock",
+            )
+        return EcomError(
+            f"the TLS certificate of {where} does not verify against {_ca_source(cfg, ca)} ({reason})",
+            "point TIDB_SSL_CA at the CA bundle (PEM) that issued the server's certificate",
+        )
+    if isinstance(original, ssl.SSLError) and not isinstance(original, _TLS_CUT_OFF):
+        return EcomError(
+            f"TLS with {where} failed ({original.reason or original})",
+            "check that the server offers TLS 1.2 or later and that TIDB_SSL_CA is its CA bundle",
+        )
+    return None
 
 
 def _set_if_known(conn: pymysql.connections.Connection, statement: str) -> None:
@@ -108,6 +221,26 @@ def connection(settings: Settings, database: str | None = None) -> Iterator[pymy
         yield conn
     finally:
         conn.close()
+
+
+@dataclass
+class SnapshotClock:
+    """How long a snapshot (a transaction) has been open, against ECOM_MAX_TRANSACTION_SECONDS: TiDB Cloud
+    Starter ends a transaction at 30 minutes. Runs are sized to stay well within it; `check` stops one that
+    does not, with the fix, rather than let the server kill it."""
+
+    settings: Settings
+    what: str
+    started: float = field(default_factory=time.monotonic)
+
+    def check(self) -> None:
+        limit = self.settings.max_transaction_seconds
+        if time.monotonic() - self.started > limit:
+            raise EcomError(
+                f"{self.what} kept its TiDB snapshot open longer than ECOM_MAX_TRANSACTION_SECONDS={limit}",
+                "run it over fewer days (--from/--to), or raise the limit below your TiDB's own "
+                "(TiDB Cloud Starter: 30 minutes); nothing was written",
+            )
 
 
 def start_snapshot(cur: pymysql.cursors.Cursor) -> None:

@@ -3,6 +3,7 @@ midnight, a concurrent writer, a second archive, a dropped connection and the co
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -434,3 +435,36 @@ def test_a_long_range_commits_run_by_run(shop: Settings) -> None:
     assert result.orders == tidb_rows(shop, in_range, (start, end))[0][0]
     assert raw_rows(shop, "SELECT COUNT(*) FROM ORDERS WHERE ID = %s", (late_in_a_later_run,))[0][0] == 1
     assert_whole(shop, first, last)
+
+
+def test_verify_in_windows_answers_as_one_snapshot(shop: Settings) -> None:
+    """No snapshot outlives ECOM_MAX_TRANSACTION_SECONDS: verify reads TiDB in windows of days, one snapshot
+    each. Its report is the one a single snapshot gives, differences included."""
+    first, last = history(shop)
+    add_order(shop, dt.datetime.combine(last - dt.timedelta(days=2), dt.time(9)))  # late: that day differs
+    windows: list[tuple[dt.date, dt.date]] = []
+    real_read = verify._read_tidb
+
+    def counted(settings: Settings, low: dt.date, high: dt.date, *rest: Any) -> Any:
+        windows.append((low, high))
+        return real_read(settings, low, high, *rest)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verify, "_read_tidb", counted)
+        windowed = verify.verify(shop, first, last, window_orders=1)  # a day per snapshot
+    whole = verify.verify(shop, first, last, window_orders=10**9)  # one snapshot for every day
+    days, dimensions = windows[:-1], windows[-1]
+    assert len(days) >= 10 and days[0][0] == first and days[-1][1] == last and dimensions == (first, last)
+    assert all(b[0] - a[1] == dt.timedelta(days=1) for a, b in itertools.pairwise(days)), "consecutive, no gap"
+    assert windowed.checks == whole.checks
+    assert last - dt.timedelta(days=2) in whole.days(verify.DIFFERS)
+
+
+def test_a_snapshot_open_too_long_stops_before_publishing(shop: Settings) -> None:
+    _, last = history(shop)
+    logged = "SELECT MAX(ARCHIVED_AT) FROM ARCHIVE_LOG WHERE ARCHIVE_DATE = %s"
+    before = raw_rows(shop, logged, (last,))
+    impatient = dataclasses.replace(shop, max_transaction_seconds=0)
+    with pytest.raises(EcomError, match="kept its TiDB snapshot open longer than ECOM_MAX_TRANSACTION_SECONDS=0"):
+        pipeline.run_archive(impatient, last, last)
+    assert raw_rows(shop, logged, (last,)) == before
