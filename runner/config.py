@@ -50,6 +50,13 @@ def _bounded_int(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (os.environ.get(name) or default).strip().lower()
+    if value not in choices:
+        raise EcomError(f"{name}={value!r} is not one of {', '.join(choices)}", f"set {name} to one of them")
+    return value
+
+
 def _port(name: str, default: int) -> int:
     port = _env_int(name, default)
     if not 0 < port < 65536:
@@ -98,6 +105,7 @@ class TiDBConfig:
     database: str = "ecommerce"
     express_database: str = "ecommerce_express"
     ssl_ca: str | None = None
+    tiflash: str = "auto"  # TiFlash replicas of the analysis tables: auto, on or off (runner/tiflash.py)
 
     @classmethod
     def from_env(cls) -> TiDBConfig:
@@ -111,6 +119,7 @@ class TiDBConfig:
             database=database,
             express_database=identifier(express, "TIDB_EXPRESS_DATABASE"),
             ssl_ca=_existing_file("TIDB_SSL_CA"),
+            tiflash=_choice("TIDB_TIFLASH", "auto", ("auto", "on", "off")),
         )
 
     @property

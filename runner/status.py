@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner import runs, tidb, warehouse
+from runner import runs, tidb, tiflash, warehouse
 from runner.config import Settings
 from runner.errors import EcomError
 from runner.serving import Table
@@ -25,10 +25,16 @@ def status_tables(settings: Settings) -> list[Table]:
     cfg = settings.tidb
     connections: list[tuple[str, str, str]] = []
     counts: list[tuple[str, str, int | None]] = []
+    columnar: list[tuple[str, int, bool, str]] = []
     try:
         flavor = tidb.ping(settings)
         connections.append(("TiDB side", cfg.address, ("TiDB " if flavor.is_tidb else "") + flavor.version))
         with tidb.connection(settings) as conn, conn.cursor() as cur:
+            if flavor.is_tidb:
+                columnar = [
+                    (f"{cfg.database}.{r.table}", r.count, r.available, f"{r.progress:.0%}")
+                    for r in tiflash.replicas(conn, cfg)
+                ]
             for table in [f"{cfg.database}.{t}" for t in TIDB_TABLES] + [f"{cfg.express_database}.express"]:
                 schema, name = table.split(".")
                 exists = tidb.scalar(
@@ -76,8 +82,11 @@ def status_tables(settings: Settings) -> list[Table]:
             steps.append((step, str(finished or "—"), detail))
     except Exception:  # no schema yet: the counts above already say so
         steps.append(("all", "—", "no run log yet (run `ecom init`)"))
-    return [
+    tables = [
         Table("Connections", ["side", "where", "server"], connections),
         Table("Rows", ["side", "table", "rows"], counts, note=last_archive),
         Table("Last runs", ["step", "finished at", "detail"], steps),
     ]
+    if columnar:  # only TiDB has TiFlash, and only where replicas were made (TIDB_TIFLASH)
+        tables.append(Table("TiFlash replicas", ["table", "replicas", "available", "progress"], columnar))
+    return tables

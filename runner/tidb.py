@@ -16,6 +16,7 @@ import jinja2
 import pymysql
 import pymysql.cursors
 
+from runner import tiflash
 from runner.config import Settings, TiDBConfig
 from runner.errors import EcomError, TransientError, redact
 
@@ -43,7 +44,6 @@ class Flavor:
 
     is_tidb: bool
     version: str
-    has_tiflash: bool = False
 
 
 def _utc_offset(settings: Settings) -> str:
@@ -268,16 +268,7 @@ def detect_flavor(conn: pymysql.connections.Connection) -> Flavor:
             version = str(scalar(cur, "SELECT tidb_version()")).splitlines()[0]
         except pymysql.err.MySQLError:
             return Flavor(is_tidb=False, version=str(scalar(cur, "SELECT VERSION()")))
-        try:
-            stores = scalar(
-                cur,
-                "SELECT COUNT(*) FROM information_schema.tikv_store_status "
-                "WHERE JSON_SEARCH(label, 'one', 'tiflash') IS NOT NULL",
-            )
-            has_tiflash = int(stores) > 0
-        except pymysql.err.MySQLError:
-            has_tiflash = False
-    return Flavor(is_tidb=True, version=version, has_tiflash=has_tiflash)
+    return Flavor(is_tidb=True, version=version)
 
 
 def migration_files() -> list[Path]:
@@ -287,9 +278,7 @@ def migration_files() -> list[Path]:
 def render_migration(path: Path, cfg: TiDBConfig, flavor: Flavor) -> list[str]:
     """Render one versioned SQL file into its statements for this server (TiDB-only DDL only on TiDB)."""
     template = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False).from_string(path.read_text())
-    text = template.render(
-        db=cfg.database, express_db=cfg.express_database, tidb=flavor.is_tidb, tiflash=flavor.has_tiflash
-    )
+    text = template.render(db=cfg.database, express_db=cfg.express_database, tidb=flavor.is_tidb)
     statements = []
     for chunk in text.split(";\n"):
         code = "\n".join(line for line in chunk.splitlines() if not line.lstrip().startswith("--")).strip()
@@ -299,7 +288,8 @@ def render_migration(path: Path, cfg: TiDBConfig, flavor: Flavor) -> list[str]:
 
 
 def init_schema(settings: Settings) -> list[str]:
-    """Apply every versioned SQL file not yet applied; each file is itself idempotent. Returns what ran."""
+    """Apply every versioned SQL file not yet applied (each file is itself idempotent), then ask for the
+    TiFlash replicas (runner/tiflash.py) the analysis tables lack. Returns what ran."""
     cfg = settings.tidb
     with connection(settings) as conn:
         flavor = detect_flavor(conn)
@@ -320,6 +310,7 @@ def init_schema(settings: Settings) -> list[str]:
                     cur.execute(stmt)
                 cur.execute(f"INSERT INTO `{cfg.database}`.schema_migrations VALUES (%s, NOW())", (path.name,))
                 ran.append(path.name)
+        ran += tiflash.ensure_replicas(conn, cfg, flavor.is_tidb)
     return ran
 
 

@@ -35,7 +35,7 @@ from sqlglot import exp
 
 from loaders.generate import GenerateSpec
 from loaders.stream import StreamSpec, stream
-from runner import pipeline, serving, status, tidb
+from runner import pipeline, serving, status, tidb, tiflash
 from runner.config import DBT_PROJECT_DIR, PROJECT_ROOT, Settings, TiDBConfig
 from tests.conftest import drop_databases, make_settings
 
@@ -108,11 +108,11 @@ ALLOWLIST: dict[str, list[Allowed]] = {
             "loaders/*.py",
             pattern=rf"RENAME TABLE {_IDENT} TO {_IDENT}(?:, {_IDENT} TO {_IDENT})+",
         ),
-        # runner/sql/001 rendered for a TiDB with TiFlash nodes. TiDB-only DDL; sqlglot keeps it as a Command.
+        # runner/tiflash.py, on TiDB (TIDB_TIFLASH auto/on). TiDB-only DDL; sqlglot keeps it as a Command.
         Allowed(
             "TiDB: SET TIFLASH REPLICA",
             "SET TIFLASH REPLICA",
-            "runner/sql/*.sql",
+            "runner/tiflash.py",
             pattern=rf"ALTER TABLE {_IDENT} SET TIFLASH REPLICA \d+",
         ),
         # runner/sql/001 rendered for TiDB: the TiDB-only column attribute AUTO_RANDOM[(shard_bits[, range_bits])]
@@ -350,12 +350,19 @@ def test_tidb_statements_are_mysql_sql(run: Run) -> None:
     assert any(t.startswith("RENAME TABLE ") for t in texts)
     assert any(t.startswith(("LOAD DATA LOCAL INFILE", "INSERT INTO")) for t in texts)
     verdict = _check_sent(run, "mysql")
-    # and the versioned DDL as rendered for a TiDB with TiFlash (only there does TiDB-only DDL appear)
-    flavor = tidb.Flavor(is_tidb=True, version="8.5", has_tiflash=True)
-    rendered = [(p, s) for p in tidb.migration_files() for s in tidb.render_migration(p, run.settings.tidb, flavor)]
+    # and the versioned DDL as rendered for TiDB, with the TiFlash replicas asked for there (only there does
+    # TiDB-only DDL appear)
+    flavor = tidb.Flavor(is_tidb=True, version="8.5")
+    rendered = [
+        (f"runner/sql/{p.name}", s)
+        for p in tidb.migration_files()
+        for s in tidb.render_migration(p, run.settings.tidb, flavor)
+    ]
+    rendered += [("runner/tiflash.py", s) for s in tiflash.replica_statements(run.settings.tidb)]
+    rendered += [("runner/tiflash.py", tiflash.progress_query() % "'shop'")]
     assert any("AUTO_RANDOM" in s for _, s in rendered) and any("TIFLASH" in s for _, s in rendered)
     for path, statement in rendered:
-        check("mysql", statement, verdict, f"[runner/sql/{path.name} rendered for TiDB with TiFlash]")
+        check("mysql", statement, verdict, f"[{path} rendered for TiDB]")
     print(
         f"\nmysql: {len(sent)} sent ({len(ours)} runner), {len(rendered)} rendered for TiDB, "
         f"{verdict.parsed} distinct parsed, allowlisted {verdict.allowed}"

@@ -4,31 +4,59 @@ from __future__ import annotations
 
 import dataclasses
 
+import pymysql
+import pytest
+
+from runner import tiflash
 from runner.config import Settings, TiDBConfig
+from runner.errors import EcomError
 from runner.tidb import Flavor, connection, migration_files, render_migration
 from runner.tidb import init_schema as tidb_init
 
 CFG = TiDBConfig(database="shop", express_database="shop_express")
 MARIADB = Flavor(is_tidb=False, version="10.11.19-MariaDB")
-TIDB = Flavor(is_tidb=True, version="Release Version: v8.5.1", has_tiflash=True)
-TIDB_NO_TIFLASH = Flavor(is_tidb=True, version="Release Version: v8.5.1", has_tiflash=False)
+TIDB = Flavor(is_tidb=True, version="Release Version: v8.5.1")
 
 
 def _sql(flavor: Flavor) -> str:
     return "\n;\n".join(stmt for path in migration_files() for stmt in render_migration(path, CFG, flavor))
 
 
-def test_tidb_gets_auto_random_and_tiflash() -> None:
+def test_tidb_gets_auto_random() -> None:
     sql = _sql(TIDB)
     assert "id          BIGINT        NOT NULL AUTO_RANDOM PRIMARY KEY" in sql
     assert "AUTO_INCREMENT" not in sql
-    assert "ALTER TABLE `shop`.orders SET TIFLASH REPLICA 1" in sql
+    assert "TIFLASH" not in sql  # asked for after the migrations, per TIDB_TIFLASH (runner/tiflash.py)
 
 
-def test_tidb_without_tiflash_nodes_gets_no_replica() -> None:
-    sql = _sql(TIDB_NO_TIFLASH)
-    assert "AUTO_RANDOM" in sql
-    assert "TIFLASH" not in sql
+def test_tiflash_replica_sql_and_progress_query() -> None:
+    assert tiflash.replica_statements(CFG) == [
+        "ALTER TABLE `shop`.`orders` SET TIFLASH REPLICA 1",
+        "ALTER TABLE `shop`.`items` SET TIFLASH REPLICA 1",
+    ]
+    assert "information_schema.tiflash_replica" in tiflash.progress_query()
+    assert "tikv_store_status" not in tiflash.progress_query()  # not supported on TiDB Cloud Starter/Essential
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "cannot"),
+    [
+        (1105, "the tiflash replica count: 1 should be less than the total tiflash server count: 0", True),
+        (8200, "TiFlash is not supported in this cluster tier", True),
+        (1142, "ALTER command denied to user 'ecom'@'%' for table 'orders'", False),
+        (2013, "Lost connection to MySQL server during query", False),
+    ],
+)
+def test_which_refusals_mean_no_tiflash_here(code: int, message: str, cannot: bool) -> None:
+    assert tiflash.cannot_have_replica(pymysql.err.OperationalError(code, message)) is cannot
+
+
+def test_tiflash_modes_on_a_server_that_is_not_tidb(settings: Settings) -> None:
+    with connection(settings) as conn:
+        assert tiflash.ensure_replicas(conn, settings.tidb, is_tidb=False) == []  # auto: nothing to ask
+        on = dataclasses.replace(settings.tidb, tiflash="on")
+        with pytest.raises(EcomError, match="TIDB_TIFLASH=on, but the server is not TiDB"):
+            tiflash.ensure_replicas(conn, on, is_tidb=False)
 
 
 def test_other_servers_get_portable_sql() -> None:

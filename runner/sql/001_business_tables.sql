@@ -67,8 +67,4 @@ CREATE TABLE IF NOT EXISTS `{{ db }}`.pipeline_runs (
     detail       VARCHAR(1000) NOT NULL,
     KEY idx_pipeline_runs_step (step, finished_at)
 );
-{% if tidb and tiflash %}
--- Columnar replicas for the real-time analysis scans (only where the cluster has TiFlash nodes).
-ALTER TABLE `{{ db }}`.orders SET TIFLASH REPLICA 1;
-ALTER TABLE `{{ db }}`.items SET TIFLASH REPLICA 1;
-{% endif %}
+-- TiFlash replicas of the analysis tables are asked for after the migrations (runner/tiflash.py).
