@@ -91,11 +91,11 @@ def check_freshness(settings: Settings, quiet: bool = False) -> DbtOutcome:
             f"the warehouse archive is older than its freshness limit allows ({', '.join(errors) or 'see above'})",
             "run `ecom archive` (yesterday, or the missing days) before `ecom transform`",
         )
-    for node, _ in stale:
+    if stale:
         log.warning(
-            "source %s is stale (older than warn_after in dbt_project/models/staging/raw/_raw__sources.yml); "
-            "run `ecom archive` to bring it up to date",
-            node.removeprefix("source.ecommerce."),
+            "the warehouse archive is stale (%s older than warn_after in "
+            "dbt_project/models/staging/raw/_raw__sources.yml); run `ecom archive` to bring it up to date",
+            ", ".join(node.removeprefix("source.ecommerce.") for node, _ in stale),
         )
     return outcome
 
