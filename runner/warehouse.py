@@ -86,7 +86,14 @@ def connect(cfg: WarehouseConfig) -> Any:
     try:
         if cfg.is_standin:
             cur.execute(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
-        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {cfg.database}.{cfg.raw_schema}")
+        # created only when missing: Snowflake checks CREATE SCHEMA on the database even for IF NOT EXISTS, a
+        # privilege the pipeline's role need not have once docs/snowflake-setup.sql made the schema
+        cur.execute(
+            f"SELECT COUNT(*) FROM {cfg.database}.information_schema.schemata WHERE schema_name = %s",
+            (cfg.raw_schema.upper(),),
+        )
+        if int(cur.fetchone()[0]) == 0:
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {cfg.database}.{cfg.raw_schema}")
         cur.execute(f"USE SCHEMA {cfg.database}.{cfg.raw_schema}")
     except snowflake.connector.errors.Error as exc:
         conn.close()

@@ -1,0 +1,1 @@
+"""The real-engine contract suite (README.md here): run by `make test-real`, never by `make test`."""
