@@ -92,7 +92,8 @@ def connect(cfg: WarehouseConfig) -> Any:
             f"SELECT COUNT(*) FROM {cfg.database}.information_schema.schemata WHERE schema_name = %s",
             (cfg.raw_schema.upper(),),
         )
-        if int(cur.fetchone()[0]) == 0:
+        found = cur.fetchone()
+        if found is None or int(found[0]) == 0:
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {cfg.database}.{cfg.raw_schema}")
         cur.execute(f"USE SCHEMA {cfg.database}.{cfg.raw_schema}")
     except snowflake.connector.errors.Error as exc:
