@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,27 @@ def test_unknown_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_redact() -> None:
     assert redact("login failed for pw=hunter2", ["hunter2", ""]) == "login failed for pw=***"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("TIDB_TIFLASH", "maybe", "TIDB_TIFLASH='maybe' is not one of auto, on, off"),
+        ("ECOM_LOCK_LEASE_SECONDS", "0", "ECOM_LOCK_LEASE_SECONDS=0 is out of range"),
+        ("ECOM_MAX_TRANSACTION_SECONDS", "7200", "ECOM_MAX_TRANSACTION_SECONDS=7200 is out of range"),
+        ("ECOM_MAX_TRANSACTION_SECONDS", "ten", "ECOM_MAX_TRANSACTION_SECONDS='ten' is not a number"),
+    ],
+)
+def test_production_settings_are_checked(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(EcomError, match=re.escape(message)):
+        Settings.from_env()
+
+
+def test_statement_timeout_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    example = _profile_dir(tmp_path, (PROJECT_ROOT / "profiles.example.yml").read_text())
+    monkeypatch.setenv("ECOM_STATEMENT_TIMEOUT_SECONDS", "900")
+    assert load_profile(example, "local").connect_args()["session_parameters"] == {"STATEMENT_TIMEOUT_IN_SECONDS": 900}
+    monkeypatch.setenv("ECOM_STATEMENT_TIMEOUT_SECONDS", "-1")
+    with pytest.raises(EcomError, match="ECOM_STATEMENT_TIMEOUT_SECONDS"):
+        load_profile(example, "local")
