@@ -20,16 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.errors import SECRET_VARIABLES  # every variable whose value must never be printed
+
 STANDIN_SWITCH = "ECOM_REAL_ALLOW_STANDIN"
 TIDB_CLOUD_DOMAIN = ".tidbcloud.com"  # as runner/config.py: TLS with the system's CA bundle when no TIDB_SSL_CA
-# Every variable whose value must never be printed (the runner's list, runner/errors.py, and the key file).
-SECRET_VARIABLES = (
-    "TIDB_PASSWORD",
-    "SNOWFLAKE_PASSWORD",
-    "SNOWSQL_PWD",
-    "SNOWFLAKE_TOKEN",
-    "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE",
-)
 SIGN_IN_HINT = (
     "a Snowflake sign-in: SNOWFLAKE_PRIVATE_KEY_PATH (key pair; + SNOWFLAKE_PRIVATE_KEY_PASSPHRASE if the key is "
     "encrypted), or SNOWFLAKE_AUTHENTICATOR=programmatic_access_token with SNOWFLAKE_TOKEN, or "
