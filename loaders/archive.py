@@ -363,8 +363,9 @@ def ensure_raw_tables(wconn: Any) -> None:
 
 
 def lock_name(settings: Settings, cfg_w: WarehouseConfig) -> str:
-    """One archive, purge or forget at a time per warehouse RAW schema, whichever TiDB database feeds it
-    (names upper-cased as Snowflake resolves them; the stand-in's warehouse is its directory)."""
+    """One archive, purge or forget at a time per warehouse RAW schema (names upper-cased as Snowflake resolves
+    them; the stand-in's warehouse is its directory). The lease lives in the TiDB database that feeds it: one
+    TiDB database feeds one warehouse schema (two would not see each other's lease)."""
     where = str(settings.warehouse_dir.resolve()) if cfg_w.is_standin else cfg_w.account.upper()
     return f"archive:{where}:{cfg_w.database.upper()}.{cfg_w.raw_schema.upper()}"
 

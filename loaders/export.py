@@ -31,6 +31,7 @@ from loaders.bulk import load_batches
 from runner import failpoints, lease, tidb, warehouse
 from runner.config import Settings
 from runner.errors import EcomError
+from runner.lease import Lease
 
 EXPORT_ROWS = 100_000  # rows per batch loaded into TiDB (and about that per query on the stand-in)
 LOCK_WAIT_SECONDS = 600  # how long an export waits for another one into the same database
@@ -233,15 +234,25 @@ def lock_name(database: str) -> str:
     return f"export:{database}"
 
 
+def _renewing(held: Lease, what: str, frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The frames, the lease renewed before each (on a connection of its own: the load's is busy)."""
+    for frame in frames:
+        held.ensure(what)
+        yield frame
+
+
 def _build(
     settings: Settings,
     conn: pymysql.connections.Connection,
     cur: pymysql.cursors.Cursor,
     exported_at: dt.datetime,
     report: Progress,
+    held: Lease,
 ) -> tuple[dict[str, int], dt.date | None]:
     """Stream every mart into its `__new` table; the rows loaded per table, and their one as-of date.
 
+    The lease is renewed before each table is (re)created and before each batch: a run that lost it to
+    another export stops before touching the tables that one builds.
     On a refusal or an error the `__new` tables built so far are dropped (a kill leaves them to the sweep)."""
     db = f"`{settings.tidb.database}`"
     rows: dict[str, int] = {}
@@ -255,13 +266,14 @@ def _build(
             try:
                 for read in reads:
                     table = read.spec.table
+                    held.ensure(f"building {table}__new", conn)
                     cur.execute(f"DROP TABLE IF EXISTS {db}.{table}__new, {db}.{table}__old")
                     cur.execute(f"CREATE TABLE {db}.{table}__new LIKE {db}.{table}")
                     built.append(table)
                     rows[table], seen[table] = 0, set()
                     batches = (
                         (f"{db}.{table}__new", frame.assign(exported_at=exported_at))
-                        for frame in read_batches(wcfg, wconn, read)
+                        for frame in _renewing(held, f"loading {table}__new", read_batches(wcfg, wconn, read))
                     )
                     for _, frame in load_batches(conn, batches):
                         rows[table] += len(frame)
@@ -288,24 +300,27 @@ def export(settings: Settings, progress: Progress | None = None) -> ExportResult
     exported_at = settings.now()
     with tidb.connection(settings, cfg.database) as conn:
         tidb.require_schema(conn, cfg)
-        # One at a time: else another export's sweep could drop our `__new` tables, and our RENAME swap in
-        # its half-built ones. A second export waits for the first. The marts are read under the lock too,
-        # so a slower export never swaps older marts in over a newer one.
-        with (
-            lease.hold(settings, lock_name(cfg.database), "export into this database", LOCK_WAIT_SECONDS) as held,
-            conn.cursor() as cur,
-        ):
-            rows, as_of = _build(settings, conn, cur, exported_at, report)
-            failpoints.hit("export.before_swap")  # every `__new` table built, readers still on the old set
-            swaps = ", ".join(
-                f"{db}.{s.table} TO {db}.{s.table}__old, {db}.{s.table}__new TO {db}.{s.table}" for s in SERVING_TABLES
-            )
-            # RENAME commits by itself, so the lease cannot be checked inside it: renewed just before, it is ours
-            # for a whole lease period, and the swap may wait for readers' metadata locks for half of that at most
-            cur.execute(f"SET SESSION lock_wait_timeout = {max(1, settings.lock_lease_seconds // 2)}")
-            held.ensure("swapping the serving tables")
-            cur.execute(f"RENAME TABLE {swaps}")
-            failpoints.hit("export.after_swap")  # readers on the new set, the `__old` tables not dropped yet
-            cur.execute(f"DROP TABLE {', '.join(f'{db}.{s.table}__old' for s in SERVING_TABLES)}")
+    # One at a time: else another export's sweep could drop our `__new` tables, and our RENAME swap in
+    # its half-built ones. A second export waits for the first (the lease first, then the connection, which
+    # would otherwise sit idle through the wait). The marts are read under the lease too, so a slower
+    # export never swaps older marts in over a newer one.
+    with (
+        lease.hold(settings, lock_name(cfg.database), "export into this database", LOCK_WAIT_SECONDS) as held,
+        tidb.connection(settings, cfg.database) as conn,
+        conn.cursor() as cur,
+    ):
+        rows, as_of = _build(settings, conn, cur, exported_at, report, held)
+        failpoints.hit("export.before_swap")  # every `__new` table built, readers still on the old set
+        swaps = ", ".join(
+            f"{db}.{s.table} TO {db}.{s.table}__old, {db}.{s.table}__new TO {db}.{s.table}" for s in SERVING_TABLES
+        )
+        # RENAME commits by itself, so the lease cannot be checked inside it: renewed just before, it is ours
+        # for a whole lease period (and the keep-alive goes on). On MySQL/MariaDB the swap waits for readers'
+        # metadata locks for half a lease at most; TiDB ignores lock_wait_timeout (a no-op variable there).
+        cur.execute(f"SET SESSION lock_wait_timeout = {max(1, settings.lock_lease_seconds // 2)}")
+        held.ensure("swapping the serving tables")
+        cur.execute(f"RENAME TABLE {swaps}")
+        failpoints.hit("export.after_swap")  # readers on the new set, the `__old` tables not dropped yet
+        cur.execute(f"DROP TABLE {', '.join(f'{db}.{s.table}__old' for s in SERVING_TABLES)}")
     failpoints.hit("export.before_run_log")  # the export is done; the pipeline has not logged the run yet
     return ExportResult(rows=rows, as_of_date=as_of)

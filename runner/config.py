@@ -213,7 +213,7 @@ def private_key_der(path: str, passphrase: str, target: str) -> bytes:
 
     where = f"private_key_path of target {target!r} ({path})"
     try:
-        data = Path(path).expanduser().read_bytes()
+        data = Path(path).read_bytes()  # as dbt-snowflake opens it: no ~ expansion (the shell does that)
     except FileNotFoundError:
         raise EcomError(f"{where} does not exist", "set SNOWFLAKE_PRIVATE_KEY_PATH to your key file (.p8)") from None
     except OSError as exc:
@@ -263,6 +263,11 @@ def _sign_in(values: dict[str, Any], target: str, path: Path) -> dict[str, Any]:
     if values.get("private_key"):
         raise EcomError(
             f"target {target!r} in {path} gives the key inline (private_key)", "give private_key_path instead"
+        )
+    if key_path and authenticator in ("programmatic_access_token", "externalbrowser"):
+        raise EcomError(
+            f"target {target!r} sets both private_key_path and authenticator {authenticator!r}",
+            "unset one: dbt would sign in with the key and the runner with the other",
         )
     if authenticator in ("", "snowflake") and key_path:
         passphrase = str(values.get("private_key_passphrase") or "")

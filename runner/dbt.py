@@ -85,10 +85,16 @@ def check_freshness(settings: Settings, quiet: bool = False) -> DbtOutcome:
     (or a source dbt cannot read) stops the transform before anything is built."""
     outcome = run(settings, ["source", "freshness"], quiet=quiet)
     stale = [(node, status) for node, status in outcome.results if status != "pass"]
-    errors = [node.removeprefix("source.ecommerce.") for node, status in stale if status != "warn"]
-    if errors or (not outcome.success and not stale):
+    unread = [node.removeprefix("source.ecommerce.") for node, status in stale if status not in ("warn", "error")]
+    if unread or (not outcome.success and not stale):
         raise EcomError(
-            f"the warehouse archive is older than its freshness limit allows ({', '.join(errors) or 'see above'})",
+            f"dbt could not check the freshness of the warehouse archive ({', '.join(unread) or 'no result'})",
+            "check that RAW exists and the role may read it (docs/snowflake-setup.sql), then rerun",
+        )
+    too_old = [node.removeprefix("source.ecommerce.") for node, status in stale if status == "error"]
+    if too_old:
+        raise EcomError(
+            f"the warehouse archive is older than its freshness limit allows ({', '.join(too_old)})",
             "run `ecom archive` (yesterday, or the missing days) before `ecom transform`",
         )
     if stale:

@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -42,7 +43,9 @@ from runner.config import Settings
 from runner.errors import EcomError
 
 log = logging.getLogger("ecom")
-_DUPLICATE_KEY = 1062
+# another run is taking the lease at the same moment: a duplicate first row, a lock wait timeout (the row
+# locked by a purge batch's renewal), a deadlock between two first takers' gap locks, a TiDB write conflict
+_BUSY = {1062, 1205, 1213, 8022, 9007}
 _POLL_SECONDS = 0.5
 
 
@@ -63,23 +66,33 @@ def lease_key(name: str) -> str:
     return "ecom:" + hashlib.sha1(name.encode()).hexdigest()[:40]  # fits VARCHAR(64), any name
 
 
+def _process_identity(pid: int) -> str | None:
+    """The pid namespace and start time of process `pid` here (None: no such process, or not Linux): a pid
+    alone is reused, and means another process in another container on the same host name."""
+    try:
+        namespace = os.readlink(f"/proc/{pid}/ns/pid").strip("pid:[]")
+        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{namespace}.{started}"
+
+
 def _holder_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """host:pid:identity:nonce, who takes a lease: enough to tell, on this host, that it died."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_identity(os.getpid()) or '-'}:{uuid.uuid4().hex[:8]}"
 
 
 def _dead_here(holder: str) -> bool:
-    """Whether `holder` was a process of this host that is gone (killed): its lease need not be waited out."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+    """Whether `holder` was a process of this host and pid namespace that is gone (killed): its lease need not
+    be waited out. Anything this process cannot tell for sure (another host, another namespace) is alive."""
+    parts = holder.split(":")
+    if len(parts) != 4 or parts[0] != socket.gethostname() or not parts[1].isdigit() or parts[2] == "-":
         return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
+    pid, identity = int(parts[1]), parts[2]
+    mine = _process_identity(os.getpid())
+    if mine is None or pid == os.getpid() or identity.split(".")[0] != mine.split(".")[0]:
         return False
-    return False
+    return _process_identity(pid) != identity  # gone, or the pid now names another process
 
 
 @dataclass
@@ -101,25 +114,35 @@ class Lease:
     def _table(self) -> str:
         return f"`{self.settings.tidb.database}`.run_leases"
 
+    @property
+    def _timeout(self) -> float:
+        """Each read and write of a renewal: a renewal that hangs must not outlast the lease unseen."""
+        return max(1.0, self.seconds / 4)
+
     def _renew(self, conn: pymysql.connections.Connection) -> bool:
+        """Extend the lease if it is still this holder's. An expired lease nobody took is still ours: whoever
+        takes one changes its holder and token, which is all this checks."""
         with conn.cursor(pymysql.cursors.Cursor) as cur:
             cur.execute(
-                f"UPDATE {self._table} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL %s SECOND "
-                "WHERE name = %s AND holder = %s AND token = %s AND expires_at > UTC_TIMESTAMP(6)",
+                f"UPDATE {self._table} SET expires_at = GREATEST(expires_at, UTC_TIMESTAMP(6)) "
+                "+ INTERVAL %s SECOND WHERE name = %s AND holder = %s AND token = %s",
                 (self.seconds, self.key, self.holder, self.token),
             )
             return cur.rowcount == 1
 
     def ensure(self, before: str, conn: pymysql.connections.Connection | None = None) -> None:
         """Renew the lease now, or stop with LeaseLost: call it right before each write the lease protects.
-        `conn` in an open transaction keeps the lease row locked until that transaction ends."""
+        `conn` in an open transaction keeps the lease row locked until that transaction ends. A renewal that
+        took longer than half a lease (a slow answer, a pause) does not count: the lease it bought may be
+        running out by the time this returns."""
         if not self._lost.is_set():
+            started = time.monotonic()
             if conn is not None:
                 held = self._renew(conn)
             else:
-                with tidb.connection(self.settings) as fresh:
+                with tidb.connection(self.settings, timeout=self._timeout) as fresh:
                     held = self._renew(fresh)
-            if held:
+            if held and time.monotonic() - started < self.seconds / 2:
                 return
             self._lost.set()
         raise LeaseLost(
@@ -131,7 +154,7 @@ class Lease:
     def _keep_alive(self) -> None:
         while not self._stop.wait(self.seconds / 4):
             try:
-                with tidb.connection(self.settings) as conn:
+                with tidb.connection(self.settings, timeout=self._timeout) as conn:
                     if not self._renew(conn):
                         self._lost.set()
                         return
@@ -147,7 +170,11 @@ class Lease:
         if self._thread is not None:
             self._thread.join(timeout=5)
         # expire it rather than delete it: the token keeps growing across holders
-        with contextlib.suppress(Exception), tidb.connection(self.settings) as conn, conn.cursor() as cur:
+        with (
+            contextlib.suppress(Exception),
+            tidb.connection(self.settings, timeout=self._timeout) as conn,
+            conn.cursor() as cur,
+        ):
             cur.execute(
                 f"UPDATE {self._table} SET expires_at = UTC_TIMESTAMP(6) "
                 "WHERE name = %s AND holder = %s AND token = %s",
@@ -187,9 +214,10 @@ def _try_take(
                 )
         conn.commit()
         return token
-    except pymysql.err.IntegrityError as exc:
-        conn.rollback()
-        if exc.args and exc.args[0] == _DUPLICATE_KEY:  # another run inserted the first row at the same moment
+    except pymysql.err.MySQLError as exc:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        if exc.args and exc.args[0] in _BUSY:  # another run takes or holds the row at this moment
             return None
         raise
     except BaseException:
@@ -207,21 +235,25 @@ def hold(settings: Settings, name: str, doing: str, wait_seconds: float) -> Iter
     deadline = time.monotonic() + wait_seconds
     announced = False
     with tidb.connection(settings) as conn:
+        # a row locked by another run is waited for a second at a time, not innodb's default 50 s
+        with conn.cursor(pymysql.cursors.Cursor) as cur:
+            cur.execute("SET SESSION innodb_lock_wait_timeout = 1")
         while True:
             taken = _try_take(conn, table, key, holder, doing, settings.lock_lease_seconds)
             if isinstance(taken, int):
                 break
-            if isinstance(taken, Holder):
-                if time.monotonic() >= deadline:
-                    raise EcomError(
-                        f"another {doing} is running ({taken.holder}: {taken.doing}, lease renewed for "
-                        f"{taken.seconds_left} s more); two at once could both write",
-                        "wait for it to finish, then run this again",
-                    )
-                if not announced and wait_seconds >= 10:
-                    log.warning("waiting up to %d s for %s (%s) to finish", wait_seconds, taken.holder, taken.doing)
-                    announced = True
-                time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            if time.monotonic() >= deadline:
+                who = (
+                    f"{taken.holder}: {taken.doing}, lease renewed for {taken.seconds_left} s more" if taken else "busy"
+                )
+                raise EcomError(
+                    f"another {doing} is running ({who}); two at once could both write",
+                    "wait for it to finish, then run this again",
+                )
+            if taken is not None and not announced and wait_seconds >= 10:
+                log.warning("waiting up to %d s for %s (%s) to finish", wait_seconds, taken.holder, taken.doing)
+                announced = True
+            time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
     lease = Lease(settings, key, doing, holder, taken)
     lease._start()
     try:

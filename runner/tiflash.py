@@ -83,10 +83,12 @@ def ensure_replicas(conn: pymysql.connections.Connection, cfg: TiDBConfig, is_ti
                         _said(exc),
                     )
                     return ran
-                raise EcomError(
-                    f"TiDB refused a TiFlash replica of {table} ({_said(exc)})",
-                    "add TiFlash nodes to the cluster, or set TIDB_TIFLASH=auto (go on without) or off",
-                ) from None
+                fix = (
+                    "add TiFlash nodes to the cluster, or set TIDB_TIFLASH=auto (go on without) or off"
+                    if cfg.tiflash == "on"
+                    else "grant ALTER on the analysis tables (docs/tidb-setup.sql), or set TIDB_TIFLASH=off"
+                )
+                raise EcomError(f"TiDB refused a TiFlash replica of {table} ({_said(exc)})", fix) from None
             ran.append(statement)
     return ran
 

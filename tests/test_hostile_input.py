@@ -152,7 +152,13 @@ def tidb_state(s: Settings) -> dict[str, Any]:
                 (cfg.database, cfg.express_database),
             )
             state["tables"] = list(cur.fetchall())
-            tables = [f"`{db}`.`{name}`" for db, name, kind, _ in state["tables"] if kind == "BASE TABLE"]
+            # run_leases is the runs' turn-taking (runner/lease.py): a refused run may have taken and given back
+            # its turn, which is bookkeeping, not data
+            tables = [
+                f"`{db}`.`{name}`"
+                for db, name, kind, _ in state["tables"]
+                if kind == "BASE TABLE" and name != "run_leases"
+            ]
             if tables:  # the names were read from the server, and these are the test's own databases
                 cur.execute(f"CHECKSUM TABLE {', '.join(tables)} EXTENDED")
                 state.update({name: checksum for name, checksum in cur.fetchall()})

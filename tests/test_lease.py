@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -151,3 +152,34 @@ def _warehouse_tables(settings: Settings) -> list[str]:
             return [str(row[0]) for row in cur.fetchall()]
         finally:
             conn.close()
+
+
+def test_an_expired_lease_nobody_took_is_still_ours_a_taken_one_is_not(shop: Settings) -> None:
+    """A holder cut off from TiDB past its lease goes on if nobody took over (holder and token unchanged);
+    once another run took it, every write of the first stops."""
+    with lease.hold(shop, "test:expiry", "first", 0) as first:
+        expire = "UPDATE run_leases SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND WHERE name = %s"
+        with tidb.connection(shop, shop.tidb.database) as conn, conn.cursor() as cur:
+            cur.execute(expire, (first.key,))
+        first.ensure("writing")  # expired, not taken: renewed
+        with tidb.connection(shop, shop.tidb.database) as conn, conn.cursor() as cur:
+            cur.execute(expire, (first.key,))
+        with lease.hold(shop, "test:expiry", "second", 0) as second:
+            assert second.token == first.token + 1
+            with pytest.raises(lease.LeaseLost, match=r"lost its lock.*stopped before writing"):
+                first.ensure("writing")
+
+
+def test_a_dead_holder_of_this_host_is_told_from_a_live_one() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        identity = lease._process_identity(child.pid)
+        assert identity is not None
+        holder = f"{socket.gethostname()}:{child.pid}:{identity}:test"
+        assert not lease._dead_here(holder)
+        assert not lease._dead_here(f"elsewhere:{child.pid}:{identity}:test")  # another host: cannot tell
+    finally:
+        child.kill()
+        child.wait()
+    assert lease._dead_here(holder)
+    assert not lease._dead_here(f"{socket.gethostname()}:{child.pid}:-:test")  # no identity: wait it out

@@ -298,3 +298,14 @@ def test_bad_keys_are_one_clear_line_through_the_cli(
     printed = result.stdout + result.stderr
     for secret in [PASSPHRASE, "not-it-789", *key.pem_lines()]:
         assert secret not in printed
+
+
+def test_a_key_and_another_authenticator_at_once_is_refused(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, key: Key
+) -> None:
+    """dbt would sign in with the key whatever the authenticator says; the runner must not differ from it."""
+    clean_env.setenv("SNOWFLAKE_PRIVATE_KEY_PATH", str(key.plain_path))
+    clean_env.setenv("SNOWFLAKE_AUTHENTICATOR", "PROGRAMMATIC_ACCESS_TOKEN")  # as Snowflake writes it
+    clean_env.setenv("SNOWFLAKE_TOKEN", "pat-secret-123")
+    with pytest.raises(EcomError, match="both private_key_path and authenticator 'programmatic_access_token'"):
+        load_profile(_example(tmp_path), "snowflake")
