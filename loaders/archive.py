@@ -235,9 +235,10 @@ PLANNED_ORDERS_PER_SECOND = 5_000
 ARCHIVE_RUN_ORDERS = 1_000_000  # orders per archive run (with their expresses): bounds its memory
 
 
-def snapshot_orders(settings: Settings, cap: int) -> int:
-    """Orders one TiDB snapshot may read so that it stays well within ECOM_MAX_TRANSACTION_SECONDS."""
-    return max(1, min(cap, settings.max_transaction_seconds * PLANNED_ORDERS_PER_SECOND))
+def snapshot_orders(settings: Settings) -> int:
+    """Orders one TiDB snapshot may read (an archive run, a verify window): ARCHIVE_RUN_ORDERS at most, for
+    memory, and few enough to stay well within ECOM_MAX_TRANSACTION_SECONDS."""
+    return max(1, min(ARCHIVE_RUN_ORDERS, settings.max_transaction_seconds * PLANNED_ORDERS_PER_SECOND))
 
 
 def runs_of_days(settings: Settings, first: dt.date, last: dt.date, orders: int) -> list[list[dt.date]]:

@@ -15,7 +15,6 @@ from typing import Any
 
 from loaders import fingerprint
 from loaders.archive import (
-    ARCHIVE_RUN_ORDERS,
     DAILY_TABLES,
     SNAPSHOT_TABLES,
     Prints,
@@ -156,7 +155,7 @@ def _tidb_prints(
     orders (default: what one snapshot reads within ECOM_MAX_TRANSACTION_SECONDS), each window in one
     snapshot, then the dimensions in one of their own. Every figure is per day (or per dimension), so the
     windows give what one snapshot would (tests/test_archive_safety.py holds them to it)."""
-    orders = window_orders or snapshot_orders(settings, ARCHIVE_RUN_ORDERS)
+    orders = window_orders or snapshot_orders(settings)
     prints: dict[str, Prints] = {table: {} for table in DAILY_TABLES}
     purged: dict[dt.date, Purge] = {}
     for days in runs_of_days(settings, first, last, orders):

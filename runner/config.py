@@ -23,6 +23,7 @@ PROFILE_NAME = "ecommerce"
 STANDIN_ACCOUNT = "fakesnow"
 # Hosts under this domain are TiDB Cloud endpoints (gateway01.<region>.prod.aws.tidbcloud.com, ...).
 TIDB_CLOUD_DOMAIN = ".tidbcloud.com"
+TIFLASH_MODES = ("auto", "on", "off")  # TIDB_TIFLASH (runner/tiflash.py)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -119,7 +120,7 @@ class TiDBConfig:
             database=database,
             express_database=identifier(express, "TIDB_EXPRESS_DATABASE"),
             ssl_ca=_existing_file("TIDB_SSL_CA"),
-            tiflash=_choice("TIDB_TIFLASH", "auto", ("auto", "on", "off")),
+            tiflash=_choice("TIDB_TIFLASH", "auto", TIFLASH_MODES),
         )
 
     @property
@@ -135,7 +136,7 @@ class TiDBConfig:
 # How the runner signs in to Snowflake, as the profile says (dbt-snowflake reads the same fields).
 KEY_PAIR, ACCESS_TOKEN, BROWSER = "key pair", "programmatic access token", "browser"
 PASSWORD, STANDIN = "password", "stand-in"
-_AUTHENTICATORS = {"programmatic_access_token": ACCESS_TOKEN, "externalbrowser": BROWSER, "snowflake": PASSWORD}
+_AUTHENTICATORS = ("snowflake", "programmatic_access_token", "externalbrowser")  # those the runner supports
 # Snowflake's own default (STATEMENT_TIMEOUT_IN_SECONDS) is two days; a statement of ours past this limit is
 # ended by the server with a clear error rather than left to queue or run unseen.
 DEFAULT_STATEMENT_TIMEOUT_SECONDS = 4 * 3600
@@ -289,18 +290,6 @@ def _sign_in(values: dict[str, Any], target: str, path: Path) -> dict[str, Any]:
     return {"auth": PASSWORD}
 
 
-def _statement_timeout() -> int:
-    raw = os.environ.get("ECOM_STATEMENT_TIMEOUT_SECONDS", "")
-    if raw == "":
-        return DEFAULT_STATEMENT_TIMEOUT_SECONDS
-    if not raw.isdigit() or not 0 < int(raw) <= 604800:
-        raise EcomError(
-            f"ECOM_STATEMENT_TIMEOUT_SECONDS={raw!r} is not a number of seconds",
-            "set it to a whole number from 1 to 604800 (Snowflake's maximum, 7 days)",
-        )
-    return int(raw)
-
-
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs; tests build one with their own databases and home directory."""
@@ -426,7 +415,9 @@ def load_profile(profiles_dir: Path, target: str = "") -> WarehouseConfig:
         schema=identifier(str(values["schema"]), "warehouse schema"),
         role=str(values["role"]) if values.get("role") else None,
         warehouse=str(values["warehouse"]) if values.get("warehouse") else None,
-        statement_timeout_seconds=_statement_timeout(),
+        statement_timeout_seconds=_bounded_int(  # up to 604800 s, Snowflake's maximum (7 days)
+            "ECOM_STATEMENT_TIMEOUT_SECONDS", DEFAULT_STATEMENT_TIMEOUT_SECONDS, 1, 604800
+        ),
         host=str(values["host"]) if values.get("host") else None,
         port=int(values["port"]) if str(values.get("port") or "").isdigit() else None,
         protocol=str(values["protocol"]) if values.get("protocol") else None,

@@ -84,14 +84,14 @@ def check_freshness(settings: Settings, quiet: bool = False) -> DbtOutcome:
     """`dbt source freshness` on RAW: a stale source past `warn_after` is a warning line, past `error_after`
     (or a source dbt cannot read) stops the transform before anything is built."""
     outcome = run(settings, ["source", "freshness"], quiet=quiet)
-    stale = [(node, status) for node, status in outcome.results if status != "pass"]
-    unread = [node.removeprefix("source.ecommerce.") for node, status in stale if status not in ("warn", "error")]
+    stale = {node.removeprefix("source.ecommerce."): status for node, status in outcome.results if status != "pass"}
+    unread = [source for source, status in stale.items() if status not in ("warn", "error")]
     if unread or (not outcome.success and not stale):
         raise EcomError(
             f"dbt could not check the freshness of the warehouse archive ({', '.join(unread) or 'no result'})",
             "check that RAW exists and the role may read it (docs/snowflake-setup.sql), then rerun",
         )
-    too_old = [node.removeprefix("source.ecommerce.") for node, status in stale if status == "error"]
+    too_old = [source for source, status in stale.items() if status == "error"]
     if too_old:
         raise EcomError(
             f"the warehouse archive is older than its freshness limit allows ({', '.join(too_old)})",
@@ -101,7 +101,7 @@ def check_freshness(settings: Settings, quiet: bool = False) -> DbtOutcome:
         log.warning(
             "the warehouse archive is stale (%s older than warn_after in "
             "dbt_project/models/staging/raw/_raw__sources.yml); run `ecom archive` to bring it up to date",
-            ", ".join(node.removeprefix("source.ecommerce.") for node, _ in stale),
+            ", ".join(stale),
         )
     return outcome
 

@@ -53,19 +53,16 @@ def retried(action: Callable[[], T]) -> T:
     return retry.retrying(action, on_retry=_warn_retry)
 
 
-ARCHIVE_CHUNK_ORDERS = archive_mod.ARCHIVE_RUN_ORDERS
-
-
 def run_archive(
     settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None
 ) -> archive_mod.ArchiveResult:
-    """Archive [first, last] in runs of whole days holding up to ARCHIVE_CHUNK_ORDERS orders (a day holding
+    """Archive [first, last] in runs of whole days holding up to `archive.snapshot_orders` orders (a day holding
     more is a run of its own), each committed whole and retried whole: a backfill of years keeps one run's
     rows in flight, and a failure keeps the runs before it."""
     started = settings.now()
     archive_mod.check_range(settings, first, last)
     # bounded in memory, and in time: no snapshot outlives ECOM_MAX_TRANSACTION_SECONDS at the planned rate
-    per_run = archive_mod.snapshot_orders(settings, ARCHIVE_CHUNK_ORDERS)
+    per_run = archive_mod.snapshot_orders(settings)
     chunks = retried(lambda: archive_mod.runs_of_days(settings, first, last, per_run))
     result = archive_mod.ArchiveResult.combined(
         [retried(functools.partial(archive_mod.archive, settings, c[0], c[-1], progress)) for c in chunks]

@@ -30,6 +30,9 @@ _UNKNOWN_SYSTEM_VARIABLE = 1193
 _CANNOT_REACH = {0, 1040, 2003, 2005, 2006, 2013}
 # TLS. Access denied to a login (as opposed to a database): also the answer to a REQUIRE SSL account in plain text.
 _ACCESS_DENIED_LOGIN = 1045
+_REQUIRES_TLS_HINT = (
+    "; the account may also require TLS (REQUIRE SSL): then set TIDB_SSL_CA to the server's CA bundle (PEM)"
+)
 _TLS_NOT_OFFERED = 2026  # CR_SSL_CONNECTION_ERROR: pymysql wanted TLS, the server's greeting offers none
 _SECURE_TRANSPORT_REQUIRED = 3159  # MySQL 8 / TiDB with require_secure_transport (MariaDB answers 1045)
 _NAME_MISMATCH = {62, 64}  # OpenSSL: X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
@@ -123,16 +126,11 @@ def connect(
         tls_error = _tls_error(exc, cfg, ca)
         if tls_error is not None:  # a certificate or TLS set-up that does not match: retrying will not help
             raise tls_error from None
-        if code == _ACCESS_DENIED_LOGIN and ca is None:  # MariaDB/MySQL answer this to a REQUIRE SSL account too
-            raise EcomError(
-                f"TiDB at {cfg.address} refused the login ({message})",
-                "check TIDB_USER and TIDB_PASSWORD; the account may also require TLS (REQUIRE SSL): "
-                "then set TIDB_SSL_CA to the server's CA bundle (PEM)",
-            ) from None
         if code in _ACCESS_DENIED:
+            # MariaDB/MySQL answer a plain-text login to a REQUIRE SSL account with 1045 too
+            hint = _REQUIRES_TLS_HINT if code == _ACCESS_DENIED_LOGIN and ca is None else ""
             raise EcomError(
-                f"TiDB at {cfg.address} refused the login ({message})",
-                "check TIDB_USER and TIDB_PASSWORD",
+                f"TiDB at {cfg.address} refused the login ({message})", f"check TIDB_USER and TIDB_PASSWORD{hint}"
             ) from None
         if code == _UNKNOWN_TIME_ZONE:
             raise EcomError(

@@ -19,7 +19,6 @@ from runner.errors import EcomError
 
 log = logging.getLogger("ecom")
 ANALYSIS_TABLES = ("orders", "items")  # what today's dashboard scans and joins
-MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)

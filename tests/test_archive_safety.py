@@ -407,7 +407,7 @@ def test_unchanged_dimensions_are_not_copied_again_changed_ones_are(shop: Settin
 
 
 def test_a_long_range_commits_run_by_run(shop: Settings) -> None:
-    """A range archives in runs of whole days of up to ARCHIVE_CHUNK_ORDERS orders, each committed whole;
+    """A range archives in runs of whole days of up to ARCHIVE_RUN_ORDERS orders, each committed whole;
     killed in its first run, then rerun in several: whole."""
     _, last = history(shop)
     first = last - dt.timedelta(days=12)  # after the days purged above
@@ -424,7 +424,7 @@ def test_a_long_range_commits_run_by_run(shop: Settings) -> None:
         return real_archive(settings, low, high, progress)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pipeline, "ARCHIVE_CHUNK_ORDERS", 2_000)  # about three days of this shop per run
+        patch.setattr(archive, "ARCHIVE_RUN_ORDERS", 2_000)  # about three days of this shop per run
         patch.setattr(archive, "archive", counted)
         result = pipeline.run_archive(shop, first, last)
     assert len(runs) >= 4 and runs[0][0] == first and runs[-1][1] == last
