@@ -216,8 +216,17 @@ def parse_day(text: str, option: str) -> dt.date:
         raise EcomError(f"{option} {text!r} is not a date", "use YYYY-MM-DD, e.g. 2026-01-31") from None
 
 
-def check_range(settings: Settings, first: dt.date, last: dt.date) -> None:
+# No shop on this stack has orders before this: earlier dates are typing errors (0001-01-01), and a stray
+# day decades before the rest would stretch every range derived from the archive.
+EARLIEST_DAY = dt.date(1970, 1, 1)
+
+
+def check_range(settings: Settings, first: dt.date, last: dt.date, *, limit_span: bool = True) -> None:
+    """A range of business days that can be archived: from EARLIEST_DAY, over, in order, and (`limit_span`,
+    for a range typed by a user) of ten years at most."""
     today = settings.today()
+    if first < EARLIEST_DAY:
+        raise EcomError(f"{first} is before {EARLIEST_DAY}", f"archive business days from {EARLIEST_DAY} on")
     if first > last:
         raise EcomError(f"--from {first} is after --to {last}", "swap the two dates")
     if last >= today:
@@ -225,7 +234,7 @@ def check_range(settings: Settings, first: dt.date, last: dt.date) -> None:
             f"{last} is not over yet (today is {today} in {settings.timezone})",
             "archive only days before today; today's orders are still being written",
         )
-    if (last - first).days > 3660:
+    if limit_span and (last - first).days > 3660:
         raise EcomError(f"{first}..{last} spans more than ten years", "archive a shorter range")
 
 
@@ -382,8 +391,18 @@ def archive_lock(settings: Settings, cfg_w: WarehouseConfig) -> contextlib.Abstr
     )
 
 
-def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None) -> ArchiveResult:
+def archive(
+    settings: Settings,
+    first: dt.date,
+    last: dt.date,
+    progress: Progress | None = None,
+    *,
+    allow_removal: bool = False,
+) -> ArchiveResult:
     """Archive the business days [first, last] (both included) in one pass, replacing them in RAW.
+
+    RAW is the copy of record: a day that TiDB now holds fewer of its archived rows of (deleted by hand, by
+    a bug, by a TTL) is refused, naming the day and the counts, unless `allow_removal`.
 
     TiDB is read in one consistent snapshot; RAW gets the days, the dimension snapshots and the log rows
     in one warehouse transaction, committed only once their fingerprints equal what was read. A dimension
@@ -440,7 +459,7 @@ def archive(settings: Settings, first: dt.date, last: dt.date, progress: Progres
                     cur.execute("COMMIT")
                 failpoints.hit("archive.after_stage")
                 copied = {t: digests[t] for t in SNAPSHOT_TABLES if t not in kept}
-                _publish(wconn, cfg_w, run_id, first, last, read, archived_at, copied, held)
+                _publish(wconn, cfg_w, run_id, first, last, read, archived_at, copied, held, allow_removal)
                 failpoints.hit("archive.after_publish")
         finally:
             # cleanup must not hide the error that got us here: stages it cannot drop, the next run sweeps
@@ -509,6 +528,7 @@ def _publish(
     archived_at: dt.datetime,
     snapshots: dict[str, str],
     held: Lease,
+    allow_removal: bool = False,
 ) -> None:
     """Replace the days (and the dimension snapshots taken, with their digests) in one transaction,
     together with their log rows.
@@ -517,6 +537,8 @@ def _publish(
     """
     by_table = {e.table: e for e in extracts("_", "_") if e.day_column or e.table in snapshots}
     days = days_in(first, last)
+    if not allow_removal:
+        refuse_removals(wconn, run_id, first, last, read)
     cur = wconn.cursor()
     held.ensure("publishing the archive")
     cur.execute("BEGIN")
@@ -549,6 +571,41 @@ def _publish(
         with contextlib.suppress(Exception):
             cur.execute("ROLLBACK")
         raise
+
+
+def removed_rows(wconn: Any, run_id: str, first: dt.date, last: dt.date) -> list[tuple[str, dt.date, int, int]]:
+    """(table, day, archived rows, of them no longer in TiDB) for each day of [first, last] whose RAW rows
+    are not all in this run's stage: by id, so a row replaced by another one counts too."""
+    cur = wconn.cursor()
+    found = []
+    for table in DAILY_TABLES:
+        cur.execute(
+            f"SELECT r.ORDER_DATE, COUNT(*), COUNT_IF(s.ID IS NULL) FROM {table} r "
+            f"LEFT JOIN {_stage_name(table, run_id)} s ON s.ID = r.ID "
+            "WHERE r.ORDER_DATE BETWEEN %s AND %s GROUP BY r.ORDER_DATE ORDER BY r.ORDER_DATE",
+            (first, last),
+        )
+        found += [(table, day, int(rows), int(gone)) for day, rows, gone in cur.fetchall() if gone]
+    return found
+
+
+def refuse_removals(wconn: Any, run_id: str, first: dt.date, last: dt.date, read: dict[str, Prints]) -> None:
+    """Stop a re-archive that would delete archived rows: TiDB lost them, the warehouse is their copy of record."""
+    removed = removed_rows(wconn, run_id, first, last)
+    if removed:
+        table, day, archived, gone = removed[0]
+        now = read[table].get(day, fingerprint.Fingerprint()).rows
+        raise removal_refused(table, day, f"{gone} of its {archived} archived", now, len(removed) - 1)
+
+
+def removal_refused(table: str, day: dt.date, what: str, tidb_rows: int, more: int) -> EcomError:
+    """The one line that refuses to replace an archived day with fewer of its rows."""
+    also = f" (and {more} more day/table)" if more else ""
+    return EcomError(
+        f"archiving {day} again would remove {what} {table.lower()} rows (TiDB now holds {tidb_rows}){also}; "
+        "the warehouse keeps them as the copy of record",
+        "restore the rows in TiDB, or rerun with --allow-removal to replace the archived day with what TiDB holds",
+    )
 
 
 def _log_amount(table: str, print_: fingerprint.Fingerprint) -> float | None:

@@ -36,6 +36,7 @@ from runner.serving import Table
 Fingerprint = fingerprint.Fingerprint
 
 OK, DIFFERS, PURGED, PURGING = "ok", "differs", "purged", "purge unfinished"
+NOT_ARCHIVED = "not archived"  # the archive log has no such day: nothing to be equal to
 PURGED_COPY_CHANGED = "purged copy changed"  # the warehouse no longer holds what the purge proved
 LATE_AFTER_PURGE = "rows after purge"  # rows arrived in TiDB for a day already purged: not in the warehouse
 SNAPSHOT_CHANGED = "changed since archived"  # users/items moved on after their snapshot: expected, not a loss
@@ -71,7 +72,7 @@ class VerifyReport:
 
     def advice(self) -> str:
         """What to do about the checks that are not ok."""
-        differs, unfinished, late = self.days(DIFFERS), self.days(PURGING), self.days(LATE_AFTER_PURGE)
+        differs, unfinished, late = self.days(DIFFERS, NOT_ARCHIVED), self.days(PURGING), self.days(LATE_AFTER_PURGE)
         changed = self.days(PURGED_COPY_CHANGED)
         if changed:
             return (
@@ -91,8 +92,13 @@ class VerifyReport:
 
     def proven_days(self) -> list[dt.date]:
         """Days where TiDB and the warehouse hold exactly the same orders and expresses."""
-        bad = set(self.days(DIFFERS, PURGED, PURGING, PURGED_COPY_CHANGED, LATE_AFTER_PURGE))
+        bad = set(self.days(DIFFERS, NOT_ARCHIVED, PURGED, PURGING, PURGED_COPY_CHANGED, LATE_AFTER_PURGE))
         return [day for day in self.days(OK) if day not in bad]
+
+    def stale_days(self) -> list[dt.date]:
+        """Days an archive would mend: they differ, or TiDB holds orders of a day never archived."""
+        missing = {c.day for c in self.checks if c.state == NOT_ARCHIVED and c.tidb.rows}
+        return sorted(set(self.days(DIFFERS)) | {day for day in missing if day is not None})
 
 
 @dataclass(frozen=True)
@@ -133,36 +139,56 @@ def purges(conn: Any, database: str, first: dt.date, last: dt.date) -> dict[dt.d
         return {row[0]: Purge.decode(row) for row in cur.fetchall()}
 
 
-def archived_range(settings: Settings) -> tuple[dt.date, dt.date] | None:
-    """The first and last day the archive log knows of (None: nothing archived yet)."""
+def archived_days(settings: Settings) -> list[dt.date]:
+    """The days the archive log holds orders of, in order (empty: nothing archived yet)."""
     with warehouse.session(settings) as cfg:
         conn = warehouse.connect(cfg)
         try:
-            if not warehouse.table_exists(conn, cfg, cfg.raw_schema, "ARCHIVE_LOG"):
-                return None
-            cur = conn.cursor()
-            cur.execute("SELECT MIN(ARCHIVE_DATE), MAX(ARCHIVE_DATE) FROM ARCHIVE_LOG WHERE TABLE_NAME = 'ORDERS'")
-            first, last = cur.fetchone()
+            return sorted(_logged_days(conn, cfg, None))
         finally:
             conn.close()
-    return None if first is None else (first, last)
+
+
+def _logged_days(conn: Any, cfg: Any, between: tuple[dt.date, dt.date] | None) -> set[dt.date]:
+    if not warehouse.table_exists(conn, cfg, cfg.raw_schema, "ARCHIVE_LOG"):
+        return set()
+    cur = conn.cursor()
+    where, params = ("AND ARCHIVE_DATE BETWEEN %s AND %s", between) if between else ("", ())
+    cur.execute(f"SELECT DISTINCT ARCHIVE_DATE FROM ARCHIVE_LOG WHERE TABLE_NAME = 'ORDERS' {where}", params)
+    return {row[0] for row in cur.fetchall()}
+
+
+def runs_of(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Sorted days as (first, last) ranges of consecutive days."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for day in days:
+        if ranges and day == ranges[-1][1] + dt.timedelta(days=1):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
 
 
 def _tidb_prints(
-    settings: Settings, first: dt.date, last: dt.date, daily_only: bool, window_orders: int | None = None
+    settings: Settings,
+    ranges: list[tuple[dt.date, dt.date]],
+    daily_only: bool,
+    window_orders: int | None = None,
 ) -> tuple[dict[str, Prints], dict[dt.date, Purge]]:
-    """What TiDB holds, and which days it purged: the days in windows of whole days of at most `window_orders`
-    orders (default: what one snapshot reads within ECOM_MAX_TRANSACTION_SECONDS), each window in one
-    snapshot, then the dimensions in one of their own. Every figure is per day (or per dimension), so the
-    windows give what one snapshot would (tests/test_archive_safety.py holds them to it)."""
+    """What TiDB holds, and which days it purged: the days of each range in windows of whole days of at most
+    `window_orders` orders (default: what one snapshot reads within ECOM_MAX_TRANSACTION_SECONDS), each window
+    in one snapshot, then the dimensions in one of their own. Every figure is per day (or per dimension), so
+    the windows give what one snapshot would (tests/test_archive_safety.py holds them to it)."""
     orders = window_orders or snapshot_orders(settings)
     prints: dict[str, Prints] = {table: {} for table in DAILY_TABLES}
     purged: dict[dt.date, Purge] = {}
-    for days in runs_of_days(settings, first, last, orders):
-        part, marks = _read_tidb(settings, days[0], days[-1], DAILY_TABLES, last)
-        for table in DAILY_TABLES:
-            prints[table].update(part[table])  # windows hold disjoint days
-        purged.update(marks)
+    first, last = ranges[0][0], ranges[-1][1]
+    for low, high in ranges:
+        for days in runs_of_days(settings, low, high, orders):
+            part, marks = _read_tidb(settings, days[0], days[-1], DAILY_TABLES, last)
+            for table in DAILY_TABLES:
+                prints[table].update(part[table])  # windows hold disjoint days
+            purged.update(marks)
     if not daily_only:
         part, _ = _read_tidb(settings, first, last, SNAPSHOT_TABLES, last)
         prints.update(part)
@@ -198,7 +224,12 @@ def _read_tidb(
     return prints, purged
 
 
-def _warehouse_prints(settings: Settings, first: dt.date, last: dt.date, daily_only: bool) -> dict[str, Prints]:
+def _warehouse_prints(
+    settings: Settings, ranges: list[tuple[dt.date, dt.date]], daily_only: bool
+) -> tuple[dict[str, Prints], set[dt.date]]:
+    """What RAW holds of the ranges' days (and the snapshots, filed under the last day), and which of the days
+    the archive log knows."""
+    last = ranges[-1][1]
     with warehouse.session(settings) as cfg:
         conn = warehouse.connect(cfg)
         try:
@@ -206,24 +237,41 @@ def _warehouse_prints(settings: Settings, first: dt.date, last: dt.date, daily_o
             for extract in extracts("_", "_"):
                 if daily_only and extract.day_column is None:
                     continue
-                exists = warehouse.table_exists(conn, cfg, cfg.raw_schema, extract.table)
-                prints[extract.table] = read_back(conn, cfg, extract, first, last) if exists else {}
-            return prints
+                prints[extract.table] = {}
+                if not warehouse.table_exists(conn, cfg, cfg.raw_schema, extract.table):
+                    continue
+                for low, high in ranges if extract.day_column else [(last, last)]:
+                    prints[extract.table].update(read_back(conn, cfg, extract, low, high))
+            logged: set[dt.date] = set()
+            for low, high in ranges:
+                logged |= _logged_days(conn, cfg, (low, high))
+            return prints, logged
         finally:
             conn.close()
 
 
 def verify(
-    settings: Settings, first: dt.date, last: dt.date, daily_only: bool = False, window_orders: int | None = None
+    settings: Settings,
+    first: dt.date,
+    last: dt.date,
+    daily_only: bool = False,
+    window_orders: int | None = None,
+    *,
+    only: list[dt.date] | None = None,
 ) -> VerifyReport:
-    """Compare [first, last] on both sides; the dimension snapshots too unless `daily_only`. TiDB is read in
-    windows of days of at most `window_orders` orders, one snapshot each (see `_tidb_prints`)."""
-    check_range(settings, first, last)
-    on_tidb, purged = _tidb_prints(settings, first, last, daily_only, window_orders)
-    in_warehouse = _warehouse_prints(settings, first, last, daily_only)
+    """Compare [first, last] on both sides (`only`: just those days of it, e.g. the days archived); the
+    dimension snapshots too unless `daily_only`. TiDB is read in windows of days of at most `window_orders`
+    orders, one snapshot each (see `_tidb_prints`). A day the archive log does not hold is NOT_ARCHIVED."""
+    check_range(settings, first, last, limit_span=only is None)
+    days = days_in(first, last) if only is None else sorted(d for d in set(only) if first <= d <= last)
+    if not days:
+        raise EcomError(f"no archived day in {first}..{last} to verify", "run `ecom archive` first")
+    ranges = runs_of(days)
+    on_tidb, purged = _tidb_prints(settings, ranges, daily_only, window_orders)
+    in_warehouse, logged = _warehouse_prints(settings, ranges, daily_only)
     empty = Fingerprint()
     checks: list[Check] = []
-    for day in days_in(first, last):
+    for day in days:
         for table in DAILY_TABLES:
             have, held = on_tidb[table].get(day, empty), in_warehouse[table].get(day, empty)
             if day in purged:
@@ -234,6 +282,8 @@ def verify(
                     state = PURGING
                 else:
                     state = PURGED if have == empty else LATE_AFTER_PURGE
+            elif day not in logged:
+                state = NOT_ARCHIVED
             else:
                 state = OK if have == held else DIFFERS
             checks.append(Check(day, table, have, held, state))
@@ -243,12 +293,12 @@ def verify(
     return VerifyReport(first, last, checks, frozenset(purged))
 
 
-def default_range(settings: Settings) -> tuple[dt.date, dt.date]:
-    """Everything archived so far."""
-    found = archived_range(settings)
-    if found is None:
+def verify_archived(settings: Settings) -> VerifyReport:
+    """Every day archived so far (the days the archive log holds, however far apart), and the snapshots."""
+    days = archived_days(settings)
+    if not days:
         raise EcomError("the warehouse has no archived days to verify", "run `ecom archive` first")
-    return found
+    return verify(settings, days[0], days[-1], only=days)
 
 
 def verify_tables(report: VerifyReport) -> list[Table]:
@@ -262,14 +312,15 @@ def verify_tables(report: VerifyReport) -> list[Table]:
                 len(checks),
                 sum(c.state == OK for c in checks),
                 sum(c.state == PURGED for c in checks),
-                sum(not c.ok for c in checks),
+                sum(c.state == NOT_ARCHIVED for c in checks),
+                sum(not c.ok and c.state != NOT_ARCHIVED for c in checks),
                 sum(c.tidb.rows for c in checks),
                 sum(c.warehouse.rows for c in checks),
                 _money(sum(c.tidb.cents for c in checks)) if table == "ORDERS" else None,
                 _money(sum(c.warehouse.cents for c in checks)) if table == "ORDERS" else None,
             )
         )
-    columns = ["table", "checks", "equal", "purged", "differ", "TiDB rows", "warehouse rows"]
+    columns = ["table", "checks", "equal", "purged", "not archived", "differ", "TiDB rows", "warehouse rows"]
     tables = [
         Table(
             f"Verify {report.first}..{report.last}: TiDB vs warehouse",

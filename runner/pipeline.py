@@ -54,7 +54,12 @@ def retried(action: Callable[[], T]) -> T:
 
 
 def run_archive(
-    settings: Settings, first: dt.date, last: dt.date, progress: Progress | None = None
+    settings: Settings,
+    first: dt.date,
+    last: dt.date,
+    progress: Progress | None = None,
+    *,
+    allow_removal: bool = False,
 ) -> archive_mod.ArchiveResult:
     """Archive [first, last] in runs of whole days holding up to `archive.snapshot_orders` orders (a day holding
     more is a run of its own), each committed whole and retried whole: a backfill of years keeps one run's
@@ -64,9 +69,8 @@ def run_archive(
     # bounded in memory, and in time: no snapshot outlives ECOM_MAX_TRANSACTION_SECONDS at the planned rate
     per_run = archive_mod.snapshot_orders(settings)
     chunks = retried(lambda: archive_mod.runs_of_days(settings, first, last, per_run))
-    result = archive_mod.ArchiveResult.combined(
-        [retried(functools.partial(archive_mod.archive, settings, c[0], c[-1], progress)) for c in chunks]
-    )
+    one_run = functools.partial(archive_mod.archive, settings, progress=progress, allow_removal=allow_removal)
+    result = archive_mod.ArchiveResult.combined([retried(functools.partial(one_run, c[0], c[-1])) for c in chunks])
     runs.record(
         settings,
         "archive",
@@ -76,33 +80,36 @@ def run_archive(
     return result
 
 
-def run_recheck(settings: Settings, before: dt.date, days: int, progress: Progress | None = None) -> list[dt.date]:
+def run_recheck(
+    settings: Settings,
+    before: dt.date,
+    days: int,
+    progress: Progress | None = None,
+    *,
+    allow_removal: bool = False,
+) -> list[dt.date]:
     """Verify the `days` days before `before` and archive again those that changed since they were archived
-    (late rows, shipments that moved on). Purged days are left alone. Returns the days archived again."""
+    (late rows, shipments that moved on). Purged days are left alone; a day that TiDB lost archived rows of
+    is refused unless `allow_removal` (see `archive.archive`). Returns the days archived again."""
     if days <= 0:
         return []
     first, last = before - dt.timedelta(days=days), before - dt.timedelta(days=1)
     report = retried(lambda: verify_mod.verify(settings, first, last, daily_only=True))
-    stale = [day for day in report.days(verify_mod.DIFFERS) if day not in report.purged]
-    for low, high in _runs_of_days(stale):
-        run_archive(settings, low, high, progress)
+    stale = [day for day in report.stale_days() if day not in report.purged]
+    if not allow_removal:  # refused before any day is archived again (the publish checks each row by id too)
+        shrunk = [c for c in report.checks if c.day in stale and c.tidb.rows < c.warehouse.rows]
+        if shrunk:
+            c, day = shrunk[0], stale[0] if shrunk[0].day is None else shrunk[0].day
+            gone = f"at least {c.warehouse.rows - c.tidb.rows} of its {c.warehouse.rows} archived"
+            raise archive_mod.removal_refused(c.table, day, gone, c.tidb.rows, len(shrunk) - 1)
+    for low, high in verify_mod.runs_of(stale):
+        run_archive(settings, low, high, progress, allow_removal=allow_removal)
     return stale
-
-
-def _runs_of_days(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
-    """Sorted days as (first, last) ranges of consecutive days."""
-    ranges: list[tuple[dt.date, dt.date]] = []
-    for day in days:
-        if ranges and day == ranges[-1][1] + dt.timedelta(days=1):
-            ranges[-1] = (ranges[-1][0], day)
-        else:
-            ranges.append((day, day))
-    return ranges
 
 
 def run_verify(settings: Settings, first: dt.date | None, last: dt.date | None) -> verify_mod.VerifyReport:
     if first is None or last is None:
-        first, last = verify_mod.default_range(settings)
+        return retried(lambda: verify_mod.verify_archived(settings))
     return retried(lambda: verify_mod.verify(settings, first, last))
 
 

@@ -419,9 +419,9 @@ def test_a_long_range_commits_run_by_run(shop: Settings) -> None:
     runs: list[tuple[dt.date, dt.date]] = []
     real_archive = archive.archive
 
-    def counted(settings: Settings, low: dt.date, high: dt.date, progress: Any = None) -> archive.ArchiveResult:
+    def counted(settings: Settings, low: dt.date, high: dt.date, **options: Any) -> archive.ArchiveResult:
         runs.append((low, high))
-        return real_archive(settings, low, high, progress)
+        return real_archive(settings, low, high, **options)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(archive, "ARCHIVE_RUN_ORDERS", 2_000)  # about three days of this shop per run

@@ -38,6 +38,7 @@ from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from loaders.archive import EARLIEST_DAY
 from loaders.generate import GenerateSpec, generate
 from runner import cli, tidb
 from runner.config import Settings, TiDBConfig, WarehouseConfig, load_profile
@@ -444,7 +445,8 @@ IMPOSSIBLE_DATE = st.one_of(
 PAST_DAY = st.one_of(
     st.dates(max_value=YESTERDAY),
     st.dates(min_value=YESTERDAY - dt.timedelta(days=25), max_value=YESTERDAY),  # days with orders
-    st.dates(max_value=dt.date(1, 1, 10)),
+    st.dates(min_value=EARLIEST_DAY - dt.timedelta(days=10), max_value=EARLIEST_DAY + dt.timedelta(days=10)),
+    st.dates(max_value=dt.date(1, 1, 10)),  # refused: before the earliest day
 )
 FUTURE_DAY = st.one_of(st.just(TODAY), st.dates(min_value=TODAY), st.just(dt.date.max))
 DATE_TEXT = st.one_of(IMPOSSIBLE_DATE, HOSTILE_TEXT, FUTURE_DAY.map(str), PAST_DAY.map(str))
@@ -466,7 +468,7 @@ def expected_range(date: str | None, first: str | None, last: str | None) -> tup
     if first is None or last is None:
         return None  # (neither given: yesterday — never drawn here)
     a, b = _day(first), _day(last)
-    if a is None or b is None or a > b or b >= TODAY or (b - a).days > 3660:
+    if a is None or b is None or a < EARLIEST_DAY or a > b or b >= TODAY or (b - a).days > 3660:
         return None
     return a, b
 
@@ -609,7 +611,7 @@ def test_archive_recheck_and_purge(own_warehouse: Settings, day: str, recheck: s
         expected is not None
         and n_recheck is not None
         and 0 <= n_recheck <= 3660
-        and n_recheck <= (expected[0] - dt.date.min).days
+        and n_recheck <= (expected[0] - EARLIEST_DAY).days
         and n_purge is not None
         and 1 <= n_purge <= 36500
     )
@@ -633,7 +635,8 @@ def test_archive_recheck_and_purge(own_warehouse: Settings, day: str, recheck: s
     [
         [f"--date={TODAY}"],  # refused (today is not over): the recheck of the days before it ran first
         [f"--from={YESTERDAY}", f"--to={YESTERDAY - dt.timedelta(days=5)}"],  # reversed
-        ["--date=0001-01-01"],  # the recheck would reach before year 1 (was an OverflowError)
+        ["--date=0001-01-01"],  # before the earliest day (the recheck would reach before year 1: OverflowError)
+        [f"--date={EARLIEST_DAY}"],  # the recheck would reach before the earliest day
     ],
 )
 def test_refused_archive_rechecks_nothing(own_warehouse: Settings, options: list[str]) -> None:
@@ -647,16 +650,16 @@ def test_refused_archive_rechecks_nothing(own_warehouse: Settings, options: list
 
 @pytest.fixture(scope="module")
 def year_one(world: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """The shop with its own warehouse holding one archived day, 0001-01-01: the edge of the calendar."""
+    """The shop with its own warehouse holding one archived day, the earliest that can be: the edge of the range."""
     s = dataclasses.replace(world, home=tmp_path_factory.mktemp("hostile_year_one"))
-    run = ecom(env_for(s), "archive", "--date=0001-01-01", "--json")
+    run = ecom(env_for(s), "archive", f"--date={EARLIEST_DAY}", "--json")
     assert run.code == 0 and run.json()["orders"] == 0, run
-    assert archive_log_days(s.home) == {dt.date(1, 1, 1)}
+    assert archive_log_days(s.home) == {EARLIEST_DAY}
     return s
 
 
 @bounded(40)
-@given(as_of=st.one_of(DATE_TEXT, st.dates(max_value=dt.date(1, 1, 12)).map(str)))
+@given(as_of=st.one_of(DATE_TEXT, st.dates(max_value=EARLIEST_DAY + dt.timedelta(days=11)).map(str)))
 def test_transform_as_of(year_one: Settings, as_of: str) -> None:
     """No as-of date can start dbt here (no whole week is archived): every one is refused, clearly."""
     as_of = with_db(as_of, year_one)
