@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from loaders import fingerprint
+from loaders import dataset, fingerprint
 from runner import failpoints, lease, tidb, warehouse
 from runner.config import Settings, WarehouseConfig
 from runner.errors import EcomError
@@ -426,6 +426,7 @@ def archive(
             raise
         try:
             tidb.require_schema(tconn, cfg_t)
+            dataset.require_whole_dataset(tconn, cfg_t)
             with archive_lock(settings, cfg_w) as held:
                 ensure_raw_tables(wconn)
                 _drop_stages(wconn, cfg_w)  # a killed run's leftovers: no other run is active while we hold the lock
@@ -716,34 +717,48 @@ def require_not_purged(tconn: Any, database: str, first: dt.date, last: dt.date)
 def forget(settings: Settings) -> None:
     """Drop everything archived (the demo starting afresh). Refused while purged days exist, whose only
     copy is in the warehouse."""
-    _drop_archive(settings, keep_purged=True, then=lambda: None)
+    _drop_archive(settings, lambda drop: drop(True))
 
 
-def replace_history(settings: Settings, regenerate: Callable[[], T]) -> T:
-    """Drop everything archived, then run `regenerate` under the same lock: the old archive describes orders
-    that no longer exist, and no archive may publish them in between."""
-    return _drop_archive(settings, keep_purged=False, then=regenerate)
+def replace_history(settings: Settings, regenerate: Callable[[Callable[[], None]], T]) -> T:
+    """Run `regenerate` under the archive lease, handing it the function that drops everything archived: it
+    calls that once the new data is whole, right before it swaps it in (the old archive describes orders about
+    to vanish; until then it stays, with the data it describes). No archive or purge runs meanwhile, so none
+    files or deletes rows of the dataset on its way out."""
+    return _drop_archive(settings, lambda drop: regenerate(lambda: drop(False)))
 
 
-def _drop_archive(settings: Settings, keep_purged: bool, then: Callable[[], T]) -> T:
+def _drop_archive(settings: Settings, then: Callable[[Callable[[bool], None]], T]) -> T:
+    """Run `then` under the archive lease, with `drop(keep_purged)`, which drops every RAW table (refused, when
+    `keep_purged`, while TiDB has purged days whose only copy is in the warehouse)."""
     cfg_t = settings.tidb
-    with warehouse.session(settings) as cfg, tidb.connection(settings, cfg_t.database) as tconn:
-        tidb.require_schema(tconn, cfg_t)
+    with warehouse.session(settings) as cfg:
+        with tidb.connection(settings, cfg_t.database) as tconn:  # not held open through a long `then`
+            tidb.require_schema(tconn, cfg_t)
         with archive_lock(settings, cfg) as held:
-            with tconn.cursor() as cur:
-                purged = tidb.scalar(cur, f"SELECT COUNT(*) FROM `{cfg_t.database}`.archive_purges")
-            if purged and keep_purged:
-                raise EcomError(
-                    f"the warehouse holds the only copy of {purged} day(s) purged from TiDB; dropping the archive "
-                    "would lose them",
-                    "archive only the days you need again, or `ecom generate` to start over",
-                )
-            conn = warehouse.connect(cfg)
-            try:
-                cur = conn.cursor()
-                held.ensure("dropping the archive")
-                for table in RAW_DDL:
-                    cur.execute(f"DROP TABLE IF EXISTS {table}")
-            finally:
-                conn.close()
-            return then()
+
+            def drop(keep_purged: bool) -> None:
+                if keep_purged:
+                    _require_no_purged_days(settings)
+                conn = warehouse.connect(cfg)
+                try:
+                    cur = conn.cursor()
+                    held.ensure("dropping the archive")  # the generate's swap follows within this lease period
+                    for table in RAW_DDL:
+                        cur.execute(f"DROP TABLE IF EXISTS {table}")
+                finally:
+                    conn.close()
+
+            return then(drop)
+
+
+def _require_no_purged_days(settings: Settings) -> None:
+    database = settings.tidb.database
+    with tidb.connection(settings, database) as tconn, tconn.cursor() as cur:
+        purged = tidb.scalar(cur, f"SELECT COUNT(*) FROM `{database}`.archive_purges")
+    if purged:
+        raise EcomError(
+            f"the warehouse holds the only copy of {purged} day(s) purged from TiDB; dropping the archive "
+            "would lose them",
+            "archive only the days you need again, or `ecom generate` to start over",
+        )

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pymysql
 
+from runner import interrupt, tidb
 from runner.errors import EcomError
 
 # Error codes a server gives when LOCAL INFILE is switched off on its side.
@@ -86,8 +87,9 @@ def write_tsv(frame: pd.DataFrame, path: str) -> None:
 
 
 def load_tsv(conn: pymysql.connections.Connection, table: str, columns: Sequence[str], path: str, rows: int) -> int:
-    """LOAD DATA LOCAL INFILE of a file `write_tsv` wrote; exactly `rows` rows must arrive, without warnings."""
-    with conn.cursor() as cur:
+    """LOAD DATA LOCAL INFILE of a file `write_tsv` wrote; exactly `rows` rows must arrive, without warnings.
+    Patient: the server answers only once the whole batch is loaded."""
+    with tidb.patient(conn), conn.cursor() as cur:
         loaded = cur.execute(
             f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4 "
             "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
@@ -157,32 +159,41 @@ def load_batches(
 ) -> Iterator[tuple[str, pd.DataFrame]]:
     """Load each (table, frame) in order, yielding it once loaded. Up to `ahead` batches are produced and
     rendered meanwhile by a thread: the server loads while the client generates (both sides then run at
-    once, on two cores). Stopping early (an error, or the caller closing the iterator) stops the thread."""
+    once, on two cores). Stopping early (an error, the caller closing the iterator, or the user's Ctrl-C,
+    which the thread notices between batches even while the caller still holds the iterator) stops the
+    thread."""
     ready: queue.Queue[object] = queue.Queue(maxsize=ahead)
     stop = threading.Event()
+
+    def halted() -> bool:
+        return stop.is_set() or interrupt.requested()
+
+    def offer(item: object) -> bool:
+        """Queue `item` (waiting while the queue is full) unless the consumer or the user stopped."""
+        while not halted():
+            with contextlib.suppress(queue.Full):
+                ready.put(item, timeout=0.1)
+                return True
+        return False
 
     def produce() -> None:
         try:
             for table, frame in batches:
-                if stop.is_set():
+                if halted():
                     return
                 if not frame.empty:
                     rendered = _render(table, frame)
-                    while not stop.is_set():
-                        with contextlib.suppress(queue.Full):
-                            ready.put(rendered, timeout=0.1)
-                            break
-                    else:
+                    if not offer(rendered):
                         os.unlink(rendered.path)
                         return
-            ready.put(_DONE)
+            offer(_DONE)
         except BaseException as exc:  # handed to the consumer, which raises it
-            ready.put(exc)
+            offer(exc)
 
     worker = threading.Thread(target=produce, name="ecom-bulk-render", daemon=True)
     worker.start()
     try:
-        while (item := ready.get()) is not _DONE:
+        while (item := _next(ready)) is not _DONE:
             if isinstance(item, BaseException):
                 raise item
             assert isinstance(item, _Rendered)
@@ -193,7 +204,7 @@ def load_batches(
             yield item.table, item.frame
     finally:
         stop.set()
-        while worker.is_alive():
+        while worker.is_alive():  # at most the batch it is producing: it checks `stop` before the next
             with contextlib.suppress(queue.Empty):  # unblock a producer waiting on a full queue
                 leftover = ready.get(timeout=0.1)
                 if isinstance(leftover, _Rendered):
@@ -203,3 +214,12 @@ def load_batches(
             leftover = ready.get_nowait()
             if isinstance(leftover, _Rendered):
                 os.unlink(leftover.path)
+
+
+def _next(ready: queue.Queue[object]) -> object:
+    """The next item the producer queued; a user's interrupt ends the wait (the producer has stopped)."""
+    while True:
+        with contextlib.suppress(queue.Empty):
+            return ready.get(timeout=0.1)
+        if interrupt.requested():
+            raise KeyboardInterrupt

@@ -5,7 +5,10 @@ so a reader sees the old set or the new set: never a mix, an empty table or stal
 an export killed half-way (`__new`, `__old`) are swept by the next one; exports into one database take
 turns (a named lock, released by the server when the session ends, even by a kill), so one export's sweep
 never drops another's half-built tables. Marts of different as-of dates (a transform killed between
-models) are refused rather than served side by side.
+models) are refused rather than served side by side; so are marts that no transform released (runner/release.py:
+a transform killed or failed before every test passed, marts rebuilt by a plain `ecom dbt run`), and the
+release is read again just before the swap, so marts that a dbt command began rebuilding meanwhile are not
+swapped in either.
 
 The marts are streamed: read in batches of at most EXPORT_ROWS rows, each loaded into its `__new` table at
 once (the next one read and rendered meanwhile, `bulk.load_batches`), so memory does not grow with the
@@ -28,7 +31,7 @@ import pandas as pd
 import pymysql
 
 from loaders.bulk import load_batches
-from runner import failpoints, lease, tidb, warehouse
+from runner import failpoints, lease, release, tidb, warehouse
 from runner.config import Settings
 from runner.errors import EcomError
 from runner.lease import Lease
@@ -104,6 +107,7 @@ SERVING_TABLES = [
 class ExportResult:
     rows: dict[str, int]
     as_of_date: dt.date | None
+    released_at: dt.datetime | None = None  # when the transform that released these marts passed (UTC)
 
 
 # The connector's type codes (snowflake.connector.constants.FIELD_NAME_TO_ID), as fakesnow gives them too.
@@ -241,59 +245,65 @@ def _renewing(held: Lease, what: str, frames: Iterator[pd.DataFrame]) -> Iterato
         yield frame
 
 
+def _drop_new(cur: pymysql.cursors.Cursor, db: str, tables: list[str]) -> None:
+    """Drop the `__new` tables built so far; a failed DROP (the connection gone) must not hide why we got
+    here, and the next export sweeps them anyway."""
+    if tables:
+        with contextlib.suppress(Exception):
+            cur.execute(f"DROP TABLE IF EXISTS {', '.join(f'{db}.{t}__new' for t in tables)}")
+
+
 def _build(
     settings: Settings,
+    wcfg: Any,
+    wconn: Any,
     conn: pymysql.connections.Connection,
     cur: pymysql.cursors.Cursor,
     exported_at: dt.datetime,
     report: Progress,
     held: Lease,
-) -> tuple[dict[str, int], dt.date | None]:
-    """Stream every mart into its `__new` table; the rows loaded per table, and their one as-of date.
+) -> tuple[dict[str, int], release.Release]:
+    """Stream every mart into its `__new` table; the rows loaded per table, and the release they belong to.
 
-    The lease is renewed before each table is (re)created and before each batch: a run that lost it to
-    another export stops before touching the tables that one builds.
+    Refused before anything is built unless the marts are of one as-of date and a transform released them
+    after every test passed (runner/release.py). The lease is renewed before each table is (re)created and
+    before each batch: a run that lost it to another export stops before touching the tables that one builds.
     On a refusal or an error the `__new` tables built so far are dropped (a kill leaves them to the sweep)."""
     db = f"`{settings.tidb.database}`"
     rows: dict[str, int] = {}
     seen: dict[str, set[Any]] = {}
-    with warehouse.session(settings) as wcfg:
-        wconn = warehouse.connect(wcfg)
-        try:
-            reads = [plan_read(wconn, f"{wcfg.database}.{wcfg.schema}", spec) for spec in SERVING_TABLES]
-            _one_as_of_date({read.spec.table: read.as_of_dates for read in reads})  # refused before building
-            built: list[str] = []
-            try:
-                for read in reads:
-                    table = read.spec.table
-                    held.ensure(f"building {table}__new", conn)
-                    cur.execute(f"DROP TABLE IF EXISTS {db}.{table}__new, {db}.{table}__old")
-                    cur.execute(f"CREATE TABLE {db}.{table}__new LIKE {db}.{table}")
-                    built.append(table)
-                    rows[table], seen[table] = 0, set()
-                    batches = (
-                        (f"{db}.{table}__new", frame.assign(exported_at=exported_at))
-                        for frame in _renewing(held, f"loading {table}__new", read_batches(wcfg, wconn, read))
-                    )
-                    for _, frame in load_batches(conn, batches):
-                        rows[table] += len(frame)
-                        seen[table].update(frame["as_of_date"].unique())
-                        report(table, rows[table], max(rows[table], read.rows))
-                    report(table, rows[table], rows[table])
-                    failpoints.hit("export.between_tables")  # crash tests: some `__new` tables built, the rest not
-                # what was loaded is what counts: the marts may have changed since they were looked at
-                return rows, _one_as_of_date(seen)
-            except BaseException:
-                if built:
-                    # a failed DROP (the connection gone) must not hide why we got here; the next export sweeps
-                    with contextlib.suppress(Exception):
-                        cur.execute(f"DROP TABLE IF EXISTS {', '.join(f'{db}.{t}__new' for t in built)}")
-                raise
-        finally:
-            wconn.close()
+    reads = [plan_read(wconn, f"{wcfg.database}.{wcfg.schema}", spec) for spec in SERVING_TABLES]
+    marts_as_of = _one_as_of_date({read.spec.table: read.as_of_dates for read in reads})  # refused before building
+    released = release.require_passed(release.read(wconn, wcfg), marts_as_of)
+    built: list[str] = []
+    try:
+        for read in reads:
+            table = read.spec.table
+            held.ensure(f"building {table}__new", conn)
+            cur.execute(f"DROP TABLE IF EXISTS {db}.{table}__new, {db}.{table}__old")
+            cur.execute(f"CREATE TABLE {db}.{table}__new LIKE {db}.{table}")
+            built.append(table)
+            rows[table], seen[table] = 0, set()
+            batches = (
+                (f"{db}.{table}__new", frame.assign(exported_at=exported_at))
+                for frame in _renewing(held, f"loading {table}__new", read_batches(wcfg, wconn, read))
+            )
+            for _, frame in load_batches(conn, batches):
+                rows[table] += len(frame)
+                seen[table].update(frame["as_of_date"].unique())
+                report(table, rows[table], max(rows[table], read.rows))
+            report(table, rows[table], rows[table])
+            failpoints.hit("export.between_tables")  # crash tests: some `__new` tables built, the rest not
+        # what was loaded is what counts: the marts may have changed since they were looked at
+        release.require_passed(released, _one_as_of_date(seen))
+        return rows, released
+    except BaseException:
+        _drop_new(cur, db, built)
+        raise
 
 
 def export(settings: Settings, progress: Progress | None = None) -> ExportResult:
+    """Publish the released marts (see runner/release.py) into the serving tables, all swapped in at once."""
     report = progress or (lambda _table, _done, _total: None)
     cfg = settings.tidb
     db = f"`{cfg.database}`"
@@ -303,14 +313,24 @@ def export(settings: Settings, progress: Progress | None = None) -> ExportResult
     # One at a time: else another export's sweep could drop our `__new` tables, and our RENAME swap in
     # its half-built ones. A second export waits for the first (the lease first, then the connection, which
     # would otherwise sit idle through the wait). The marts are read under the lease too, so a slower
-    # export never swaps older marts in over a newer one.
+    # export never swaps older marts in over a newer one. The warehouse session stays open up to the swap
+    # (the stand-in's files are held for the export's length), so the release can be read again just before it.
     with (
         lease.hold(settings, lock_name(cfg.database), "export into this database", LOCK_WAIT_SECONDS) as held,
         tidb.connection(settings, cfg.database) as conn,
         conn.cursor() as cur,
+        warehouse.session(settings) as wcfg,
+        contextlib.closing(warehouse.connect(wcfg)) as wconn,
     ):
-        rows, as_of = _build(settings, conn, cur, exported_at, report, held)
+        rows, released = _build(settings, wcfg, wconn, conn, cur, exported_at, report, held)
         failpoints.hit("export.before_swap")  # every `__new` table built, readers still on the old set
+        try:
+            # a dbt command that started since the release was read (a transform elsewhere) marked it
+            # 'building' before touching a mart: the rows loaded may be of marts it was rebuilding
+            release.require_unchanged(wconn, wcfg, released)
+        except BaseException:
+            _drop_new(cur, db, [s.table for s in SERVING_TABLES])
+            raise
         swaps = ", ".join(
             f"{db}.{s.table} TO {db}.{s.table}__old, {db}.{s.table}__new TO {db}.{s.table}" for s in SERVING_TABLES
         )
@@ -323,4 +343,4 @@ def export(settings: Settings, progress: Progress | None = None) -> ExportResult
         failpoints.hit("export.after_swap")  # readers on the new set, the `__old` tables not dropped yet
         cur.execute(f"DROP TABLE {', '.join(f'{db}.{s.table}__old' for s in SERVING_TABLES)}")
     failpoints.hit("export.before_run_log")  # the export is done; the pipeline has not logged the run yet
-    return ExportResult(rows=rows, as_of_date=as_of)
+    return ExportResult(rows=rows, as_of_date=released.as_of_date, released_at=released.finished_at)

@@ -28,6 +28,7 @@ from loaders.archive import (
     runs_of_days,
     snapshot_orders,
 )
+from loaders.dataset import require_whole_dataset
 from runner import tidb, warehouse
 from runner.config import Settings
 from runner.errors import EcomError
@@ -206,6 +207,7 @@ def _read_tidb(
     conn = tidb.connect(settings, cfg.database, streaming=True)
     try:
         tidb.require_schema(conn, cfg)
+        require_whole_dataset(conn, cfg)
         with conn.cursor() as cur:
             tidb.start_snapshot(cur)
             clock = tidb.SnapshotClock(settings, f"verify of {first}..{last}")

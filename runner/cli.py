@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import io
 import logging
 import os
 import sys
@@ -13,15 +14,16 @@ from typing import Any
 import click
 import pymysql
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from loaders.archive import check_range, parse_day
+from loaders.archive import EARLIEST_DAY, check_range, parse_day
 from loaders.generate import GenerateSpec
 from loaders.stream import StreamSpec, stream
 from loaders.verify import verify_tables
-from runner import dbt, pipeline, serving, tidb, warehouse
-from runner.config import Settings
+from runner import dbt, interrupt, pipeline, release, serving, tidb, warehouse
+from runner.config import Settings, TiDBConfig
 from runner.errors import EcomError, env_secrets, redact
-from runner.output import console, dump_json, errors, show
+from runner.output import console, dump_json, errors, reader_gone, show, visible
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 
@@ -31,11 +33,13 @@ def _settings() -> Settings:
 
 
 class _Bars:
-    """A rich progress bar per table, fed by the loaders' (table, done, total) callbacks."""
+    """A rich progress bar per table, fed by the loaders' (table, done, total) callbacks. `shown=False`
+    (--json) never starts the display: stdout then holds nothing but the JSON."""
 
-    def __init__(self) -> None:
+    def __init__(self, shown: bool = True) -> None:
+        self.shown = shown
         self.progress = Progress(
-            TextColumn("{task.description:>10}"),
+            TextColumn("{task.description:>10}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -45,11 +49,13 @@ class _Bars:
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> Callable[[str, int, int], None]:
-        self.progress.__enter__()
+        if self.shown:
+            self.progress.__enter__()
         return self.update
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(None, None, None)
+        if self.shown:
+            self.progress.__exit__(None, None, None)
 
     def update(self, table: str, done: int, total: int) -> None:
         if table not in self.tasks:
@@ -131,10 +137,13 @@ def stream_command(rate: float, duration: float | None, seed: int | None) -> Non
     started = settings.now()
 
     def tick(result: Any) -> None:
-        console.print(f"\r{result.orders} orders, {result.amount:,.2f} in {result.seconds:.0f}s", end="")
+        if console.is_terminal:  # one line rewritten in place (rich drops a "\r" in printed text)
+            console.file.write(f"\r{result.orders} orders, {result.amount:,.2f} in {result.seconds:.0f}s\x1b[K")
+            console.file.flush()
 
     result = stream(settings, StreamSpec(rate=rate, duration=duration, seed=seed), on_tick=tick)
-    console.print()
+    if console.is_terminal:
+        console.file.write("\n")
     pipeline.runs.record(settings, "stream", started, f"{result.orders} live orders")
     console.print(
         f"streamed {result.orders} orders ({result.amount:,.2f}) in {result.seconds:.1f}s; "
@@ -160,20 +169,31 @@ def stream_command(rate: float, duration: float | None, seed: int | None) -> Non
     type=click.IntRange(1, 36500),
     help="Then delete from TiDB the days older than N days that the warehouse is proven to hold (off by default).",
 )
+@click.option(
+    "--allow-removal",
+    is_flag=True,
+    help="Replace archived days even where TiDB no longer holds some of their archived rows (refused by default).",
+)
 @json_option
 def archive(
-    date: str | None, first: str | None, last: str | None, recheck_days: int, purge_days: int | None, as_json: bool
+    date: str | None,
+    first: str | None,
+    last: str | None,
+    recheck_days: int,
+    purge_days: int | None,
+    allow_removal: bool,
+    as_json: bool,
 ) -> None:
     """Copy whole days of orders and expresses (and users/items snapshots) into the warehouse."""
     settings = _settings()
     day_first, day_last = _day_range(date, first, last, settings)
     check_range(settings, day_first, day_last)  # before the recheck archives anything: a refused range writes nothing
-    if recheck_days > (day_first - dt.date.min).days:
-        raise EcomError(f"--recheck-days {recheck_days} reaches back before {dt.date.min}", "recheck fewer days")
-    with _Bars() as bars:
+    if recheck_days > (day_first - EARLIEST_DAY).days:
+        raise EcomError(f"--recheck-days {recheck_days} reaches back before {EARLIEST_DAY}", "recheck fewer days")
+    with _Bars(shown=not as_json) as bars:
         progress = None if as_json else bars
-        restored = pipeline.run_recheck(settings, day_first, recheck_days, progress)
-        result = pipeline.run_archive(settings, day_first, day_last, progress)
+        restored = pipeline.run_recheck(settings, day_first, recheck_days, progress, allow_removal=allow_removal)
+        result = pipeline.run_archive(settings, day_first, day_last, progress, allow_removal=allow_removal)
         purged = pipeline.run_purge(settings, purge_days, progress) if purge_days is not None else None
     summary = {
         "first_day": result.first_day,
@@ -238,13 +258,20 @@ def transform(as_of: str | None) -> None:
     settings = _settings()
     day = _as_of(as_of, settings)
     outcome = pipeline.run_transform(settings, day)
-    console.print(f"dbt build as of {day}: {len(outcome.results)} nodes passed")
+    console.print(f"dbt build as of {day}: {len(outcome.results)} nodes passed; the marts are released for export")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def dbt_command(args: tuple[str, ...]) -> None:
-    """Pass any dbt command through, in-process, on the configured target (e.g. `ecom dbt docs generate`)."""
+    """Pass any dbt command through, in-process, on the configured target (e.g. `ecom dbt docs generate`).
+
+    dbt's own help: `ecom dbt -- --help`, `ecom dbt -- <command> --help`."""
+    if not args:
+        raise EcomError(
+            "`ecom dbt` runs a dbt command and was given none",
+            "name one, e.g. `ecom dbt docs generate` or `ecom dbt ls` (dbt's commands: `ecom dbt -- --help`)",
+        )
     settings = _settings()
     outcome = dbt.run(settings, list(args))
     if not outcome.success:
@@ -260,7 +287,8 @@ def export() -> None:
     settings = _settings()
     result = pipeline.run_export(settings)
     console.print(
-        f"exported (as of {result.as_of_date}): "
+        f"exported the marts as of {result.as_of_date}, released by the transform that passed at "
+        f"{release.utc_text(result.released_at)}: "
         + ", ".join(f"{table} {rows} rows" for table, rows in result.rows.items())
     )
 
@@ -320,7 +348,7 @@ def demo(spec: GenerateSpec, stream_seconds: float, stream_rate: float) -> None:
     StreamSpec(rate=stream_rate, duration=stream_seconds).validate()
 
     def announce(name: str, seconds: float, detail: str) -> None:
-        console.print(f"[bold]{name:>9}[/bold] {seconds:6.1f}s  {detail}")
+        console.print(Text.assemble((f"{name:>9}", "bold"), f" {seconds:6.1f}s  {visible(detail)}"))
 
     with _Bars() as bars:
         report = pipeline.demo(settings, spec, stream_seconds, stream_rate, on_step=announce, progress=bars)
@@ -336,8 +364,9 @@ def demo(spec: GenerateSpec, stream_seconds: float, stream_rate: float) -> None:
 
 
 def _clean(message: str) -> str:
-    """An error message as one line without secrets (a driver may echo a hostile value's newlines)."""
-    return " ".join(redact(message, env_secrets()).split())
+    """An error message as one line without secrets that shows what it says: a driver may echo a hostile
+    value's newlines (made spaces) or terminal escapes (made visible, as in a table's cells)."""
+    return visible(" ".join(redact(message, env_secrets()).split()))
 
 
 def _log_warnings_to_stderr() -> None:
@@ -351,36 +380,82 @@ def _log_warnings_to_stderr() -> None:
 
 
 def main() -> None:
-    """Run the CLI: a user-fixable failure is one line on stderr and exit code 1, never a traceback."""
+    """Run the CLI: a user-fixable failure is one line on stderr and exit code 1, never a traceback; Ctrl-C
+    (or SIGTERM) is `interrupted` and exit 130 (143), whatever it interrupted (runner.interrupt)."""
     _log_warnings_to_stderr()
+    interrupt.install()
     try:
-        code = cli.main(standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
-    except click.exceptions.Abort:
+        code = _invoke(sys.argv[1:])
+        sys.stdout.flush()
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        code = _failure(exc)
+    interrupt.settle(code)
+    sys.exit(code)  # out of the handler: what the failure held (a loader's producer thread) is let go first
+
+
+def _prog_name() -> str:
+    """What the user typed, for usage lines: `ecom`, or `python -m runner`."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "ecom"
+    return "python -m runner" if name == "__main__.py" else name
+
+
+def _invoke(args: list[str]) -> int:
+    """click's main without its own Ctrl-C handling (a blank line on stderr) and its exit 1 on a closed pipe:
+    `_failure` handles both."""
+    try:
+        with cli.make_context(_prog_name(), args) as ctx:
+            code = cli.invoke(ctx)
+    except click.exceptions.Exit as exc:  # --help; `status` telling a health check that a side is down
+        return exc.exit_code
+    return code if isinstance(code, int) else 0
+
+
+def _failure(exc: BaseException) -> int:
+    """What stopped the command, as one line on stderr; returns the exit code."""
+    if interrupt.requested() or isinstance(exc, KeyboardInterrupt):
+        return interrupt.report()  # whatever the interrupt turned into on its way up: a lost connection, say
+    if isinstance(exc, BrokenPipeError) and reader_gone(sys.stdout):
+        return 0  # the reader (`| head`) had all it wanted: not an error
+    if isinstance(exc, click.ClickException):
+        shown = io.StringIO()  # click's usage lines and message, with an argument's escapes made visible
+        exc.show(file=shown)
+        sys.stderr.write("".join(visible(line) + "\n" for line in shown.getvalue().splitlines()))
+        return exc.exit_code
+    if isinstance(exc, click.exceptions.Abort):
         errors.print("aborted")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except EcomError as exc:
-        errors.print(f"error: {_clean(str(exc))}", markup=False)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        errors.print("interrupted")
-        sys.exit(130)
-    except pymysql.err.MySQLError as exc:
-        errors.print(f"error: TiDB said: {_clean(str(exc))} — check the server and rerun", markup=False)
-        sys.exit(1)
-    except Exception as exc:
-        known = warehouse.explain(exc)
-        if known is not None:
-            errors.print(f"error: {_clean(str(known))}", markup=False)
-            sys.exit(1)
-        if os.environ.get("ECOM_DEBUG"):
-            raise
-        errors.print(
-            f"error: unexpected {type(exc).__name__}: {_clean(str(exc))} "
-            "— rerun with ECOM_DEBUG=1 for a traceback and report it",
-            markup=False,
+        return 130
+    if not isinstance(exc, Exception):
+        raise exc
+    if isinstance(exc, EcomError):
+        line = _clean(str(exc))
+    elif isinstance(exc, pymysql.err.MySQLError):
+        line = _tidb_failure(exc)
+    elif (known := warehouse.explain(exc)) is not None:
+        line = _clean(str(known))
+    elif os.environ.get("ECOM_DEBUG"):
+        raise exc
+    else:
+        line = (
+            f"unexpected {type(exc).__name__}: {_clean(str(exc))} "
+            "— rerun with ECOM_DEBUG=1 for a traceback and report it"
         )
-        sys.exit(1)
+    errors.print(f"error: {line}")
+    return 1
+
+
+def _tidb_failure(exc: pymysql.err.MySQLError) -> str:
+    """A driver error that reached the top: a dropped connection says so (pymysql's own text for a socket
+    closed under it is just "(0, '')"), anything else quotes the server."""
+    code = exc.args[0] if exc.args else 0
+    if isinstance(exc, pymysql.err.InterfaceError) or code in (2006, 2013):
+        try:
+            cfg = TiDBConfig.from_env()
+            where = f" at {cfg.host}:{cfg.port}"
+        except Exception:  # the settings were read once already; no address is better than a second error
+            where = ""
+        detail = exc.args[1] if len(exc.args) > 1 and exc.args[1] else ""
+        because = f" ({_clean(str(detail))})" if detail else ""
+        return f"lost the connection to TiDB{where}{because} — check the server (and the network to it), then rerun"
+    return f"TiDB said: {_clean(str(exc))} — check the server and rerun"

@@ -24,6 +24,8 @@ STANDIN_ACCOUNT = "fakesnow"
 # Hosts under this domain are TiDB Cloud endpoints (gateway01.<region>.prod.aws.tidbcloud.com, ...).
 TIDB_CLOUD_DOMAIN = ".tidbcloud.com"
 TIFLASH_MODES = ("auto", "on", "off")  # TIDB_TIFLASH (runner/tiflash.py)
+DEFAULT_READ_TIMEOUT_SECONDS = 30  # TIDB_READ_TIMEOUT_SECONDS
+DEFAULT_LONG_STATEMENT_SECONDS = 3600  # TIDB_LONG_STATEMENT_SECONDS
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -107,6 +109,12 @@ class TiDBConfig:
     express_database: str = "ecommerce_express"
     ssl_ca: str | None = None
     tiflash: str = "auto"  # TiFlash replicas of the analysis tables: auto, on or off (runner/tiflash.py)
+    # the longest the server may send nothing while a statement runs (or the handshake): past it the connection
+    # is given up as dead (a hung server, a stalled proxy) and the step retried
+    read_timeout_seconds: int = DEFAULT_READ_TIMEOUT_SECONDS
+    # the same for the statements that are silent by design until they finish (runner.tidb.patient): DDL,
+    # LOAD DATA, full-table aggregates
+    long_statement_seconds: int = DEFAULT_LONG_STATEMENT_SECONDS
 
     @classmethod
     def from_env(cls) -> TiDBConfig:
@@ -121,6 +129,10 @@ class TiDBConfig:
             express_database=identifier(express, "TIDB_EXPRESS_DATABASE"),
             ssl_ca=_existing_file("TIDB_SSL_CA"),
             tiflash=_choice("TIDB_TIFLASH", "auto", TIFLASH_MODES),
+            read_timeout_seconds=_bounded_int("TIDB_READ_TIMEOUT_SECONDS", DEFAULT_READ_TIMEOUT_SECONDS, 1, 86400),
+            long_statement_seconds=_bounded_int(
+                "TIDB_LONG_STATEMENT_SECONDS", DEFAULT_LONG_STATEMENT_SECONDS, 1, 86400
+            ),
         )
 
     @property

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from loaders import archive as archive_mod
+from loaders import dataset as dataset_mod
 from loaders import export as export_mod
 from loaders import generate as generate_mod
 from loaders import purge as purge_mod
 from loaders import stream as stream_mod
 from loaders import verify as verify_mod
-from runner import dbt, retry, runs, serving, tidb, warehouse
+from runner import dbt, release, retry, runs, serving, tidb, warehouse
 from runner.config import Settings
 from runner.errors import EcomError, env_secrets, redact
 
@@ -32,8 +33,10 @@ def run_generate(
 ) -> generate_mod.GenerateResult:
     started = settings.now()
     spec.validate()
+    generate_mod.preflight(settings, spec)  # a run this machine cannot finish stops before the lease, untouched
+    # the archive is dropped only once the new dataset is whole, right before generate swaps it in
     result = archive_mod.replace_history(
-        settings, lambda: retried(lambda: generate_mod.generate(settings, spec, progress))
+        settings, lambda drop_archive: retried(lambda: generate_mod.generate(settings, spec, progress, drop_archive))
     )
     runs.record(
         settings,
@@ -129,19 +132,24 @@ def run_purge(settings: Settings, older_than_days: int, progress: Progress | Non
 def run_transform(settings: Settings, as_of: dt.date, quiet: bool = False) -> dbt.DbtOutcome:
     started = settings.now()
     require_archive(settings, as_of)
+    dataset_mod.require_whole(settings)
     outcome = dbt.transform(settings, as_of, quiet)
-    runs.record(settings, "transform", started, f"as of {as_of}: {len(outcome.results)} dbt nodes passed")
+    runs.record(
+        settings, "transform", started, f"as of {as_of}: {len(outcome.results)} dbt nodes passed, marts released"
+    )
     return outcome
 
 
 def run_export(settings: Settings) -> export_mod.ExportResult:
+    dataset_mod.require_whole(settings)
     started = settings.now()
     result = retried(lambda: export_mod.export(settings))
     runs.record(
         settings,
         "export",
         started,
-        f"as of {result.as_of_date}: " + ", ".join(f"{t} {n}" for t, n in result.rows.items()),
+        f"as of {result.as_of_date} (released {release.utc_text(result.released_at)}): "
+        + ", ".join(f"{t} {n}" for t, n in result.rows.items()),
     )
     return result
 

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pymysql
 
+from runner import interrupt
 from runner.errors import TransientError
 
 T = TypeVar("T")
@@ -75,13 +76,16 @@ def retrying(
 ) -> T:
     """Run `action`; after a transient failure wait (exponential backoff with jitter) and run it again.
 
-    `action` must be safe to rerun from the start: every step that moves rows here is idempotent.
+    `action` must be safe to rerun from the start: every step that moves rows here is idempotent. Once the
+    user has interrupted the process (runner.interrupt), a failure is raised as KeyboardInterrupt instead.
     """
     waited = 0.0
     for attempt in range(1, policy.attempts + 1):
         try:
             return action()
         except Exception as exc:
+            if interrupt.requested():  # what a Ctrl-C turned into (a dropped connection, say): never rerun it
+                raise KeyboardInterrupt from exc
             delay = min(policy.max_delay, policy.first_delay * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
             if not is_transient(exc) or attempt == policy.attempts or waited + delay > policy.budget:
                 raise

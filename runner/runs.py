@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pymysql
+
 from runner import tidb
 from runner.config import Settings
 
@@ -17,9 +19,9 @@ def record(settings: Settings, step: str, started_at: dt.datetime, detail: str) 
         )
 
 
-def last_runs(settings: Settings) -> dict[str, tuple[dt.datetime, str]]:
-    db = settings.tidb.database
-    with tidb.connection(settings, db) as conn, conn.cursor() as cur:
+def last_runs(conn: pymysql.connections.Connection, db: str) -> dict[str, tuple[dt.datetime, str]]:
+    """The last run of each step, read on `conn` (`ecom status` reads everything on one bounded connection)."""
+    with conn.cursor() as cur:
         cur.execute(
             # by time, not id: on TiDB the key is AUTO_RANDOM and does not grow with time
             f"SELECT step, finished_at, detail FROM `{db}`.pipeline_runs r WHERE finished_at = "

@@ -25,7 +25,8 @@ class Table:
 
 
 def query(settings: Settings, title: str, sql: str, params: tuple[Any, ...] = (), note: str = "") -> Table:
-    with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
+    # interactive: a person waits for it, so the server itself stops a query that runs too long
+    with tidb.connection(settings, settings.tidb.database, interactive=True) as conn, conn.cursor() as cur:
         cur.execute(sql, params)
         columns = [d[0] for d in cur.description]
         return Table(title, columns, list(cur.fetchall()), note)

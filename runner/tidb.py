@@ -39,6 +39,91 @@ _NAME_MISMATCH = {62, 64}  # OpenSSL: X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_I
 _OUT_OF_DATE = {9, 10}  # OpenSSL: X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
 # The connection dropped during the handshake: that may pass, like any dropped connection.
 _TLS_CUT_OFF = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+# What pymysql raises for a read that failed (2013), as the retries know it; a write that failed is 2006.
+_SERVER_LOST = 2013
+# A statement stopped by the server's own time limit: MariaDB's max_statement_time, MySQL/TiDB's max_execution_time.
+_STATEMENT_STOPPED = {1969, 3024}
+READ_TIMEOUT_SETTING = "TIDB_READ_TIMEOUT_SECONDS"
+LONG_STATEMENT_SETTING = "TIDB_LONG_STATEMENT_SECONDS"
+
+
+class NoAnswer(TransientError, pymysql.err.OperationalError):
+    """The server sent nothing (or took nothing we sent) for longer than the connection's bound: a hung server,
+    a stalled proxy or network. pymysql has closed the connection. A transient failure, retried like any lost
+    connection; also a pymysql OperationalError 2013, for code that handles those."""
+
+    def __init__(self, what: str, fix: str = "") -> None:
+        super().__init__(what, fix)
+        self.args = (_SERVER_LOST, what)
+
+
+class StatementStopped(EcomError, pymysql.err.OperationalError):
+    """An interactive read that the server stopped at its own time limit (`connect(interactive=True)`). The
+    connection stays usable. Not retried: the same query would be as slow."""
+
+    def __init__(self, what: str, fix: str = "", code: int = 3024) -> None:
+        super().__init__(what, fix)
+        self.args = (code, what)
+
+
+class _Connection(pymysql.connections.Connection):
+    """pymysql's connection, whose reads and writes that time out raise NoAnswer (naming the server, the bound
+    and the setting it comes from), and whose statements stopped by the server's time limit raise
+    StatementStopped. Timeouts are pymysql's own: `read_timeout`/`write_timeout`, which it applies before each
+    packet from `_read_timeout`/`_write_timeout` (see `bounded`)."""
+
+    _read_timeout: float | None
+    _write_timeout: float | None
+    _result: Any  # pymysql's result being read (MySQLResult), None between statements
+
+    def __init__(self, *, bound_by: str | None, long_statement_seconds: float, **kwargs: Any) -> None:
+        self.bound_by = bound_by  # the setting the read/write bound comes from, for the message
+        self.long_statement_seconds = long_statement_seconds
+        self.statement_seconds: float | None = None  # the server-side limit, when one is set
+        super().__init__(**kwargs)
+
+    def _read_packet(self, *args: Any) -> Any:
+        try:
+            return super()._read_packet(*args)
+        except pymysql.err.OperationalError as exc:
+            if not self.open and self._result is not None:
+                # the connection is gone: closing the cursor must not read the rest of its rows (pymysql would
+                # raise AttributeError from the closed socket, hiding why the connection was lost)
+                self._result.unbuffered_active = False
+            explained = self._explained(exc, self._read_timeout)
+            if explained is exc:
+                raise
+            raise explained from None
+
+    def _write_bytes(self, data: bytes) -> None:
+        try:
+            super()._write_bytes(data)  # type: ignore[misc]
+        except pymysql.err.OperationalError as exc:
+            explained = self._explained(exc, self._write_timeout)
+            if explained is exc:
+                raise
+            raise explained from None
+
+    def _explained(self, exc: pymysql.err.OperationalError, bound: float | None) -> pymysql.err.OperationalError:
+        if isinstance(exc, NoAnswer | StatementStopped):
+            return exc
+        where = f"TiDB at {self.host}:{self.port}"
+        if isinstance(exc.__context__, TimeoutError) and bound is not None:  # the socket's timeout, not a reset
+            setting = f" ({self.bound_by})" if self.bound_by else ""
+            return NoAnswer(
+                f"{where} did not answer within {bound:g} s{setting}",
+                "check the server and the network to it"
+                + (f"; a statement that legitimately runs longer needs a higher {self.bound_by}" if setting else ""),
+            )
+        code = exc.args[0] if exc.args else 0
+        if code in _STATEMENT_STOPPED and self.statement_seconds is not None:
+            raise_it = f", or raise {self.bound_by} (the limit is 1 s under it)" if self.bound_by else ""
+            return StatementStopped(
+                f"{where} stopped a query that ran past {self.statement_seconds:g} s, its limit for interactive reads",
+                f"try again when the server is less busy{raise_it}",
+                code,
+            )
+        return exc
 
 
 @dataclass(frozen=True)
@@ -98,6 +183,10 @@ def connect_kwargs(settings: Settings, database: str | None = None, *, streaming
         "database": database,
         "charset": "utf8mb4",
         "connect_timeout": 10,
+        # a server that accepts and never answers must not hang us: no read, the handshake's included, waits
+        # longer than this for a byte (see `patient` for the statements that are silent by design)
+        "read_timeout": cfg.read_timeout_seconds,
+        "write_timeout": cfg.read_timeout_seconds,
         "local_infile": True,
         "autocommit": True,
         **tls,
@@ -107,47 +196,35 @@ def connect_kwargs(settings: Settings, database: str | None = None, *, streaming
 
 
 def connect(
-    settings: Settings, database: str | None = None, *, streaming: bool = False, timeout: float | None = None
+    settings: Settings,
+    database: str | None = None,
+    *,
+    streaming: bool = False,
+    timeout: float | None = None,
+    interactive: bool = False,
 ) -> pymysql.connections.Connection:
     """Open a connection; the session time zone is the business zone, so CURRENT_DATE is the business day.
-    `timeout` bounds each read and write on it (for short statements only, such as a lease's)."""
+
+    Each read and write on it waits at most TIDB_READ_TIMEOUT_SECONDS for the server (NoAnswer past it);
+    `timeout` replaces that bound, and the connect's, for short statements only (a lease's, `ecom status`).
+    `interactive`: reads a person waits for (status, the serving commands); the server itself stops a query
+    1 s before the client would give up (StatementStopped), so a slow query does not run on unseen.
+    """
     cfg: TiDBConfig = settings.tidb
     kwargs = connect_kwargs(settings, database, streaming=streaming)
     if timeout is not None:
         kwargs.update(read_timeout=timeout, write_timeout=timeout, connect_timeout=min(10, max(1, int(timeout))))
     ca: str | None = kwargs.get("ssl_ca")
     try:
-        conn = pymysql.connect(**kwargs)
-        if streaming:  # a reader that pauses while each chunk is written to the warehouse must not be cut off
-            _set_if_known(conn, "SET SESSION net_write_timeout = 3600")
+        conn = _Connection(
+            bound_by=None if timeout is not None else READ_TIMEOUT_SETTING,
+            long_statement_seconds=cfg.long_statement_seconds,
+            **kwargs,
+        )
+    except (NoAnswer, StatementStopped):
+        raise
     except pymysql.err.OperationalError as exc:
-        code = exc.args[0] if exc.args else 0
-        message = redact(str(exc.args[1] if len(exc.args) > 1 else exc), [cfg.password])
-        tls_error = _tls_error(exc, cfg, ca)
-        if tls_error is not None:  # a certificate or TLS set-up that does not match: retrying will not help
-            raise tls_error from None
-        if code in _ACCESS_DENIED:
-            # MariaDB/MySQL answer a plain-text login to a REQUIRE SSL account with 1045 too
-            hint = _REQUIRES_TLS_HINT if code == _ACCESS_DENIED_LOGIN and ca is None else ""
-            raise EcomError(
-                f"TiDB at {cfg.address} refused the login ({message})", f"check TIDB_USER and TIDB_PASSWORD{hint}"
-            ) from None
-        if code == _UNKNOWN_TIME_ZONE:
-            raise EcomError(
-                f"the server rejects the UTC offset {_utc_offset(settings)} of ECOM_TIMEZONE={settings.timezone}",
-                "pick a business time zone within the server's range (MariaDB: -12:59..+13:00)",
-            ) from None
-        if code == _UNKNOWN_DATABASE:
-            raise EcomError(f"database {database!r} does not exist on {cfg.address}", "run `ecom init`") from None
-        if code in _CANNOT_REACH:
-            raise TransientError(
-                f"cannot reach TiDB at {cfg.host}:{cfg.port} ({message})",
-                "start a MySQL-protocol server there or set TIDB_HOST/TIDB_PORT (e.g. TiDB on port 4000)",
-            ) from None
-        raise EcomError(  # host not allowed, TLS required, an unsupported login method: retrying will not help
-            f"TiDB at {cfg.address} refused the connection ({message})",
-            "check TIDB_HOST, TIDB_USER and TIDB_SSL_CA (TiDB Cloud needs TLS)",
-        ) from None
+        raise _connect_error(exc, settings, database, ca) from None
     except OSError as exc:  # pymysql loads the CA bundle before it connects (connect errors are wrapped above)
         if ca is None:
             raise
@@ -156,7 +233,57 @@ def connect(
             f"the CA bundle {_ca_source(cfg, ca)} cannot be loaded ({reason})",
             "point TIDB_SSL_CA at the CA bundle (PEM) of your TiDB",
         ) from None
+    try:
+        if streaming:  # a reader that pauses while each chunk is written to the warehouse must not be cut off
+            _set_if_known(conn, "SET SESSION net_write_timeout = 3600")
+        if interactive:
+            _limit_statements(conn, max(1.0, float(kwargs["read_timeout"]) - 1))
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def _limit_statements(conn: _Connection, seconds: float) -> None:
+    """The server's own limit on each read of the session: MySQL and TiDB know max_execution_time (ms, SELECT
+    only), MariaDB max_statement_time (s)."""
+    if not _set_if_known(conn, f"SET SESSION max_execution_time = {int(seconds * 1000)}"):
+        _set_if_known(conn, f"SET SESSION max_statement_time = {seconds:g}")
+    conn.statement_seconds = seconds
+
+
+def _connect_error(
+    exc: pymysql.err.OperationalError, settings: Settings, database: str | None, ca: str | None
+) -> EcomError:
+    """What to tell the user about a connection that failed (a TransientError where a retry may help)."""
+    cfg = settings.tidb
+    code = exc.args[0] if exc.args else 0
+    message = redact(str(exc.args[1] if len(exc.args) > 1 else exc), [cfg.password])
+    tls_error = _tls_error(exc, cfg, ca)
+    if tls_error is not None:  # a certificate or TLS set-up that does not match: retrying will not help
+        return tls_error
+    if code in _ACCESS_DENIED:
+        # MariaDB/MySQL answer a plain-text login to a REQUIRE SSL account with 1045 too
+        hint = _REQUIRES_TLS_HINT if code == _ACCESS_DENIED_LOGIN and ca is None else ""
+        return EcomError(
+            f"TiDB at {cfg.address} refused the login ({message})", f"check TIDB_USER and TIDB_PASSWORD{hint}"
+        )
+    if code == _UNKNOWN_TIME_ZONE:
+        return EcomError(
+            f"the server rejects the UTC offset {_utc_offset(settings)} of ECOM_TIMEZONE={settings.timezone}",
+            "pick a business time zone within the server's range (MariaDB: -12:59..+13:00)",
+        )
+    if code == _UNKNOWN_DATABASE:
+        return EcomError(f"database {database!r} does not exist on {cfg.address}", "run `ecom init`")
+    if code in _CANNOT_REACH:
+        return TransientError(
+            f"cannot reach TiDB at {cfg.host}:{cfg.port} ({message})",
+            "start a MySQL-protocol server there or set TIDB_HOST/TIDB_PORT (e.g. TiDB on port 4000)",
+        )
+    return EcomError(  # host not allowed, TLS required, an unsupported login method: retrying will not help
+        f"TiDB at {cfg.address} refused the connection ({message})",
+        "check TIDB_HOST, TIDB_USER and TIDB_SSL_CA (TiDB Cloud needs TLS)",
+    )
 
 
 def _ca_source(cfg: TiDBConfig, ca: str) -> str:
@@ -206,20 +333,56 @@ def _tls_error(exc: pymysql.err.OperationalError, cfg: TiDBConfig, ca: str | Non
     return None
 
 
-def _set_if_known(conn: pymysql.connections.Connection, statement: str) -> None:
+def _set_if_known(conn: pymysql.connections.Connection, statement: str) -> bool:
+    """Run a SET of a session variable; False where the server does not know the variable."""
     try:
         with conn.cursor(pymysql.cursors.Cursor) as cur:
             cur.execute(statement)
     except pymysql.err.OperationalError as exc:
         if exc.args and exc.args[0] != _UNKNOWN_SYSTEM_VARIABLE:
             raise
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def bounded(conn: pymysql.connections.Connection, seconds: float, setting: str | None = None) -> Iterator[None]:
+    """Bound each read and write of the block's statements by `seconds` instead of the connection's own bound
+    (`setting`: where the number comes from, for the message), then restore it.
+
+    pymysql applies `_read_timeout`/`_write_timeout` (private attributes) to its socket before each packet:
+    tests/test_hang.py proves against a stalled proxy that setting them still widens and narrows the bound.
+    """
+    if not isinstance(conn, _Connection):
+        raise TypeError("bounded() takes a connection made by runner.tidb.connect")
+    before = conn._read_timeout, conn._write_timeout, conn.bound_by
+    conn._read_timeout = conn._write_timeout = seconds
+    conn.bound_by = setting
+    try:
+        yield
+    finally:
+        conn._read_timeout, conn._write_timeout, conn.bound_by = before
+
+
+def patient(
+    conn: pymysql.connections.Connection, seconds: float | None = None
+) -> contextlib.AbstractContextManager[None]:
+    """Let the block's statements run up to `seconds` (default TIDB_LONG_STATEMENT_SECONDS) with the server
+    sending nothing: for statements that are silent by design until they finish (DDL, LOAD DATA, an aggregate
+    over a whole table). Wrap the execute *and* the fetch of its result: a server may send a result's header
+    at once and its row only once computed. Streaming reads need no patience: their rows come continuously.
+    Never narrower than the connection's own bound."""
+    if not isinstance(conn, _Connection):
+        raise TypeError("patient() takes a connection made by runner.tidb.connect")
+    wide = max(seconds or conn.long_statement_seconds, conn._read_timeout or 0)
+    return bounded(conn, wide, LONG_STATEMENT_SETTING if seconds is None else None)
 
 
 @contextlib.contextmanager
 def connection(
-    settings: Settings, database: str | None = None, *, timeout: float | None = None
+    settings: Settings, database: str | None = None, *, timeout: float | None = None, interactive: bool = False
 ) -> Iterator[pymysql.connections.Connection]:
-    conn = connect(settings, database, timeout=timeout)
+    conn = connect(settings, database, timeout=timeout, interactive=interactive)
     try:
         yield conn
     finally:
@@ -297,7 +460,8 @@ def init_schema(settings: Settings) -> list[str]:
     with connection(settings) as conn:
         flavor = detect_flavor(conn)
         applied: set[str] = set()
-        with conn.cursor() as cur:
+        # DDL is silent until done, and on TiDB it may queue behind other DDL (an index built on a big table)
+        with patient(conn), conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE IF NOT EXISTS `{cfg.database}`")
             cur.execute(
                 f"CREATE TABLE IF NOT EXISTS `{cfg.database}`.schema_migrations ("
@@ -313,7 +477,7 @@ def init_schema(settings: Settings) -> list[str]:
                     cur.execute(stmt)
                 cur.execute(f"INSERT INTO `{cfg.database}`.schema_migrations VALUES (%s, NOW())", (path.name,))
                 ran.append(path.name)
-        ran += tiflash.ensure_replicas(conn, cfg, flavor.is_tidb)
+            ran += tiflash.ensure_replicas(conn, cfg, flavor.is_tidb)
     return ran
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pymysql
@@ -19,6 +20,7 @@ import pytest
 
 from runner.config import PROJECT_ROOT, Settings, TiDBConfig
 from runner.errors import EcomError
+from tests.faultproxy import FaultProxy
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -108,3 +110,16 @@ def run_ecom(settings: Settings, *args: str, **env: str) -> subprocess.Completed
         text=True,
         timeout=300,
     )
+
+
+@pytest.fixture
+def proxied(settings: Settings) -> Iterator[tuple[Settings, FaultProxy]]:
+    """`settings` reached through a fault-injecting TCP proxy (tests/faultproxy.py) in front of the real server,
+    and the proxy: switch its mode (stall, delay, cut, ...) to make the network fail. The `settings` fixture's
+    own teardown goes to the server directly, so it works whatever the proxy was left doing."""
+    proxy = FaultProxy(settings.tidb.host, settings.tidb.port).start()
+    try:
+        tidb = replace(settings.tidb, host="127.0.0.1", port=proxy.port)
+        yield replace(settings, tidb=tidb), proxy
+    finally:
+        proxy.stop()

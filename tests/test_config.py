@@ -100,6 +100,8 @@ def test_redact() -> None:
         ("ECOM_LOCK_LEASE_SECONDS", "0", "ECOM_LOCK_LEASE_SECONDS=0 is out of range"),
         ("ECOM_MAX_TRANSACTION_SECONDS", "7200", "ECOM_MAX_TRANSACTION_SECONDS=7200 is out of range"),
         ("ECOM_MAX_TRANSACTION_SECONDS", "ten", "ECOM_MAX_TRANSACTION_SECONDS='ten' is not a number"),
+        ("TIDB_READ_TIMEOUT_SECONDS", "0", "TIDB_READ_TIMEOUT_SECONDS=0 is out of range"),
+        ("TIDB_LONG_STATEMENT_SECONDS", "86401", "TIDB_LONG_STATEMENT_SECONDS=86401 is out of range"),
     ],
 )
 def test_production_settings_are_checked(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
@@ -115,3 +117,14 @@ def test_statement_timeout_is_checked(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("ECOM_STATEMENT_TIMEOUT_SECONDS", "-1")
     with pytest.raises(EcomError, match="ECOM_STATEMENT_TIMEOUT_SECONDS"):
         load_profile(example, "local")
+
+
+def test_tidb_read_bounds_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIDB_READ_TIMEOUT_SECONDS", raising=False)
+    monkeypatch.delenv("TIDB_LONG_STATEMENT_SECONDS", raising=False)
+    cfg = TiDBConfig.from_env()
+    assert (cfg.read_timeout_seconds, cfg.long_statement_seconds) == (30, 3600)
+    monkeypatch.setenv("TIDB_READ_TIMEOUT_SECONDS", "5")
+    monkeypatch.setenv("TIDB_LONG_STATEMENT_SECONDS", "600")
+    cfg = TiDBConfig.from_env()
+    assert (cfg.read_timeout_seconds, cfg.long_statement_seconds) == (5, 600)

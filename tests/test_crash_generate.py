@@ -1,6 +1,8 @@
-"""`ecom generate` killed (SIGKILL, through the failpoints) at several points, then rerun: the data equals
-that of a clean run of the same seed, row for row (counts, distinct keys, amounts and row checksums),
-and nothing claims to be a whole dataset while it is not."""
+"""`ecom generate` killed (SIGKILL, through the failpoints) at several points, then rerun: until the swap the
+live tables hold what they held before (here: nothing), the load going into `__gen` side tables; after it they
+hold the whole dataset; and a rerun gives the data of a clean run of the same seed, row for row (counts,
+distinct keys, amounts and row checksums), sweeping what the killed runs left. A generate replacing a whole
+dataset is tested in test_generate_whole.py."""
 
 from __future__ import annotations
 
@@ -85,6 +87,23 @@ def secondary_indexes(settings: Settings) -> set[tuple[str, str, str]]:
         return {tuple(row) for row in cur.fetchall()}  # type: ignore[misc]
 
 
+def leftovers(settings: Settings) -> set[str]:
+    """The side (`__gen`) and swapped-out (`__old`) tables present in either database."""
+    with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema IN (%s, %s) "
+            "AND (table_name LIKE '%%!_!_gen' ESCAPE '!' OR table_name LIKE '%%!_!_old' ESCAPE '!')",
+            (settings.tidb.database, settings.tidb.express_database),
+        )
+        return {row[0] for row in cur.fetchall()}
+
+
+def side_rows(settings: Settings, table: str) -> int:
+    schema = settings.tidb.express_database if table == "express" else settings.tidb.database
+    with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
+        return int(tidb.scalar(cur, f"SELECT COUNT(*) FROM `{schema}`.`{table}__gen`"))
+
+
 def logged_runs(settings: Settings) -> int:
     with tidb.connection(settings, settings.tidb.database) as conn, conn.cursor() as cur:
         return int(tidb.scalar(cur, "SELECT COUNT(*) FROM pipeline_runs WHERE step = 'generate'"))
@@ -101,6 +120,7 @@ def clean(server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory) -> Itera
         patch.setattr(generate_mod, "ORDERS_PER_BLOCK", BLOCK_ORDERS)
         generate_mod.generate(settings, SPEC)
     assert secondary_indexes(settings) == set(generate_mod.SECONDARY_INDEXES), "rebuilt after the load"
+    assert leftovers(settings) == set(), "no side or old table stays behind a finished run"
     yield fingerprint(settings)
     drop_databases(settings)
 
@@ -126,19 +146,26 @@ def test_killed_generate_reruns_to_the_clean_data(server: TiDBConfig, tmp_path: 
     settings = make_settings(server, tmp_path, "crashgen")
     try:
         tidb.init_schema(settings)
-        for failpoint in ("generate.between_batches", "generate.before_dataset_info", "generate.before_run_log"):
+        empty = fingerprint(settings)
+        for failpoint in (
+            "generate.between_batches",
+            "generate.before_dataset_info",
+            "generate.before_swap",
+            "generate.after_swap",
+            "generate.before_run_log",
+        ):
             killed = generate_cli(settings, failpoint)
             assert killed.returncode == -signal.SIGKILL, failpoint + killed.stdout[-1500:] + killed.stderr[-1500:]
-            partial = fingerprint(settings)
+            live = fingerprint(settings)
             if failpoint == "generate.between_batches":
-                assert 0 < partial["orders"][0] <= BLOCK_ORDERS, "killed after the first batch: only it is loaded"
-                assert partial["express"][0] == partial["orders"][0] and partial["orders without express"] == (0,)
-            if failpoint == "generate.before_dataset_info":
-                assert all(partial[table] == clean[table] for table in FINGERPRINTS), "every row was loaded"
-            if failpoint == "generate.before_run_log":
-                assert partial == clean, "the work was whole before the kill"
+                assert 0 < side_rows(settings, "orders") <= BLOCK_ORDERS, "killed after the first batch: only it"
+                assert side_rows(settings, "express") == side_rows(settings, "orders")
+            if failpoint in ("generate.after_swap", "generate.before_run_log"):
+                assert live == clean, f"{failpoint}: the swap was done, the data is whole"
             else:
-                assert partial["dataset_info"] == (), f"{failpoint}: a partial load must not describe itself as whole"
+                assert live == empty, f"{failpoint}: until the swap the live tables must hold what they held"
+            if failpoint == "generate.after_swap":
+                assert {name for name in leftovers(settings) if name.endswith("__old")}, "killed before the drop"
             assert logged_runs(settings) == 0, f"{failpoint}: a killed run must not be logged"
 
         rerun = generate_cli(settings)
@@ -147,7 +174,8 @@ def test_killed_generate_reruns_to_the_clean_data(server: TiDBConfig, tmp_path: 
         for table in FINGERPRINTS:  # nothing lost, nothing doubled: rows == distinct keys == the clean run's
             assert again[table] == clean[table], table
         assert again == clean
-        assert secondary_indexes(settings) == set(generate_mod.SECONDARY_INDEXES), "a killed load's indexes rebuilt"
+        assert secondary_indexes(settings) == set(generate_mod.SECONDARY_INDEXES), "swapped in with every index"
+        assert leftovers(settings) == set(), "a rerun sweeps what killed runs left"
         assert logged_runs(settings) == 1
     finally:
         drop_databases(settings)

@@ -3,7 +3,8 @@
 The serving tables must always hold one whole export: a reader polling them while exports are killed and
 rerun sees the old set or the new set, never a mix, an empty table or stale rows; after the reruns they
 equal the marts row for row. A transform killed between models leaves marts of two as-of dates: export
-refuses them, and the rerun builds the same marts as a clean build.
+refuses them (nor did that transform release them: tests/test_export_gate.py), and the rerun builds the same
+marts as a clean build and releases them even when killed before it is logged.
 
 Two warehouses (homes) over one TiDB database hold clean builds as of two days, A and B, so an export from
 one or the other switches the serving tables between two known, distinguishable sets.
@@ -180,8 +181,8 @@ class Reader(threading.Thread):
 
 @pytest.fixture(scope="module")
 def stack(server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Generated history, archived once; warehouse A built (clean) as of today, a copy of it as B as of
-    five days earlier; the serving tables exported from A."""
+    """Generated history, archived once; warehouse A transformed (built, tested, released) as of today, a
+    copy of it as B as of five days earlier; the serving tables exported from A."""
     root = Path(tmp_path_factory.mktemp("crashtx"))
     a = make_settings(server, root / "a", "crashtx")
     b = replace(a, home=root / "b")
@@ -192,7 +193,7 @@ def stack(server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory) -> Itera
     pipeline.run_archive(a, today - dt.timedelta(days=SPEC.days), today - dt.timedelta(days=1))
     shutil.copytree(a.warehouse_dir, b.warehouse_dir)  # the same archive, another warehouse
     for settings, day in ((a, day_a), (b, day_b)):
-        assert dbt.run(settings, ["run"], day, quiet=True).success  # models only: a clean build of the marts
+        dbt.transform(settings, day, quiet=True)  # a clean build, tested and released: export takes only those
     marts_a, marts_b = mart_rows(a), mart_rows(b)
     assert_whole(marts_a, day_a)
     assert_whole(marts_b, day_b)
@@ -287,7 +288,8 @@ def test_transform_killed_between_models_is_not_exported_and_reruns_clean(stack:
     assert refused.returncode == 1 and "not from one transform" in refused.stderr, refused.stderr
     assert observe(t) == serving and leftovers(t) == set(), "a refused export must leave serving untouched"
 
-    # rerun: the whole build runs again; killed only after it, before the run is logged
+    # rerun: the whole build runs again and passes (the marts released); killed only after it, before the run
+    # is logged
     assert_killed(ecom(t, "transform", "--as-of", day_b, failpoint="transform.before_run_log"))
     assert mart_rows(t) == stack.marts_b, "the rebuilt marts differ from a clean build"
     assert logged_runs(t, "transform") == transforms
