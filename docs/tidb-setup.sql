@@ -51,12 +51,12 @@ CREATE USER IF NOT EXISTS 'ecom_pipeline'@'%'
 --                        privilege, which is for files on the server); RENAME TABLE's target;
 --   UPDATE, DELETE       stream (shipments move on), leases, the cold purge (DELETE of proven orders);
 --   CREATE               CREATE DATABASE IF NOT EXISTS `ecommerce` (ecom init), CREATE TABLE (migrations, and
---                        export's `<table>__new` tables), RENAME TABLE's target;
---   DROP                 DROP TABLE (export's `__old`/`__new` tables), TRUNCATE TABLE (generate), RENAME TABLE's
+--                        export's `<table>__new` and generate's `<table>__gen` tables, made LIKE the live ones), RENAME TABLE's target;
+--   DROP                 DROP TABLE (export's `__old`/`__new`, generate's `__gen`/`__old` tables), RENAME TABLE's
 --                        source, and the DROP half of CREATE OR REPLACE VIEW;
 --   ALTER                ALTER TABLE (migrations: columns, indexes; ALTER TABLE ... SET TIFLASH REPLICA 1 where the
---                        cluster has TiFlash (TIDB_TIFLASH); generate drops and re-adds secondary indexes around its bulk load),
---                        RENAME TABLE's source (export swaps every serving table in one RENAME TABLE);
+--                        cluster has TiFlash (TIDB_TIFLASH); generate drops and re-adds secondary indexes on its `__gen` tables),
+--                        RENAME TABLE's source (export swaps every serving table, generate every business table, in one RENAME TABLE);
 --   INDEX                CREATE INDEX / DROP INDEX statements (the migrations add and drop indexes with ALTER
 --                        TABLE today, which ALTER covers; this keeps either form open to a migration);
 --   CREATE VIEW          CREATE OR REPLACE VIEW recommendations, order_tracking, today_sales* (migrations);

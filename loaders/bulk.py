@@ -10,6 +10,7 @@ import contextlib
 import csv
 import os
 import queue
+import socket
 import tempfile
 import threading
 import weakref
@@ -198,7 +199,8 @@ def load_batches(
                 raise item
             assert isinstance(item, _Rendered)
             try:
-                _load_rendered(conn, item)
+                with interrupt.also(lambda: _cut(conn)):
+                    _load_rendered(conn, item)
             finally:
                 os.unlink(item.path)
             yield item.table, item.frame
@@ -214,6 +216,15 @@ def load_batches(
             leftover = ready.get_nowait()
             if isinstance(leftover, _Rendered):
                 os.unlink(leftover.path)
+
+
+def _cut(conn: pymysql.connections.Connection) -> None:
+    """Shut the connection's socket down. A Ctrl-C in the middle of a LOAD DATA LOCAL packet leaves the
+    server waiting for the rest of it, and pymysql, on its way out, waiting for the server's answer (until
+    the read timeout): cut, both give up at once."""
+    sock = getattr(conn, "_sock", None)
+    if sock is not None:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _next(ready: queue.Queue[object]) -> object:

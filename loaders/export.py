@@ -108,6 +108,7 @@ class ExportResult:
     rows: dict[str, int]
     as_of_date: dt.date | None
     released_at: dt.datetime | None = None  # when the transform that released these marts passed (UTC)
+    unknown_users: int = 0  # labels left out: their users are no longer in TiDB's users table
 
 
 # The connector's type codes (snowflake.connector.constants.FIELD_NAME_TO_ID), as fakesnow gives them too.
@@ -262,8 +263,9 @@ def _build(
     exported_at: dt.datetime,
     report: Progress,
     held: Lease,
-) -> tuple[dict[str, int], release.Release]:
-    """Stream every mart into its `__new` table; the rows loaded per table, and the release they belong to.
+) -> tuple[dict[str, int], release.Release, int]:
+    """Stream every mart into its `__new` table; the rows loaded per table, the release they belong to, and
+    how many labels were left out (of users TiDB no longer has).
 
     Refused before anything is built unless the marts are of one as-of date and a transform released them
     after every test passed (runner/release.py). The lease is renewed before each table is (re)created and
@@ -296,7 +298,13 @@ def _build(
             failpoints.hit("export.between_tables")  # crash tests: some `__new` tables built, the rest not
         # what was loaded is what counts: the marts may have changed since they were looked at
         release.require_passed(released, _one_as_of_date(seen))
-        return rows, released
+        # labels serve recommendations, which exist for the users TiDB has: the label of a user deleted since
+        # their orders were archived would answer for a user that `ecom recommend` says does not exist
+        unknown = cur.execute(
+            f"DELETE l FROM {db}.user_labels__new l LEFT JOIN {db}.users u ON u.id = l.user_id WHERE u.id IS NULL"
+        )
+        rows["user_labels"] -= unknown
+        return rows, released, unknown
     except BaseException:
         _drop_new(cur, db, built)
         raise
@@ -322,7 +330,7 @@ def export(settings: Settings, progress: Progress | None = None) -> ExportResult
         warehouse.session(settings) as wcfg,
         contextlib.closing(warehouse.connect(wcfg)) as wconn,
     ):
-        rows, released = _build(settings, wcfg, wconn, conn, cur, exported_at, report, held)
+        rows, released, unknown = _build(settings, wcfg, wconn, conn, cur, exported_at, report, held)
         failpoints.hit("export.before_swap")  # every `__new` table built, readers still on the old set
         try:
             # a dbt command that started since the release was read (a transform elsewhere) marked it
@@ -343,4 +351,6 @@ def export(settings: Settings, progress: Progress | None = None) -> ExportResult
         failpoints.hit("export.after_swap")  # readers on the new set, the `__old` tables not dropped yet
         cur.execute(f"DROP TABLE {', '.join(f'{db}.{s.table}__old' for s in SERVING_TABLES)}")
     failpoints.hit("export.before_run_log")  # the export is done; the pipeline has not logged the run yet
-    return ExportResult(rows=rows, as_of_date=released.as_of_date, released_at=released.finished_at)
+    return ExportResult(
+        rows=rows, as_of_date=released.as_of_date, released_at=released.finished_at, unknown_users=unknown
+    )

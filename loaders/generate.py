@@ -487,26 +487,34 @@ def generate(
         tidb.require_schema(conn, cfg)
         allow_explicit_keys(conn)
         _prepare_side_tables(conn, cfg)
-        orders, amount_cents = _load(conn, cfg, spec, end_day, now, progress)
-        build_secondary_indexes(conn, cfg.database, cfg.express_database, SIDE)
-        failpoints.hit("generate.before_dataset_info")  # every row loaded, nothing yet says the data is whole
-        with conn.cursor() as cur:
-            cur.execute(
-                f"INSERT INTO {_name(cfg.database, 'dataset_info', SIDE)} VALUES (1, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    spec.seed,
-                    spec.users,
-                    spec.items,
-                    spec.orders,
-                    spec.days,
-                    first_day,
-                    end_day - dt.timedelta(days=1),
-                    now,
-                ),
-            )
-        failpoints.hit("generate.before_swap")  # the new dataset whole beside the live one, nothing replaced yet
-        if before_swap is not None:
-            before_swap()
+        try:
+            orders, amount_cents = _load(conn, cfg, spec, end_day, now, progress)
+            build_secondary_indexes(conn, cfg.database, cfg.express_database, SIDE)
+            failpoints.hit("generate.before_dataset_info")  # every row loaded, nothing yet says the data is whole
+            with conn.cursor() as cur:
+                cur.execute(
+                    f"INSERT INTO {_name(cfg.database, 'dataset_info', SIDE)} "
+                    "VALUES (1, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        spec.seed,
+                        spec.users,
+                        spec.items,
+                        spec.orders,
+                        spec.days,
+                        first_day,
+                        end_day - dt.timedelta(days=1),
+                        now,
+                    ),
+                )
+            failpoints.hit("generate.before_swap")  # the new dataset whole beside the live one, nothing replaced yet
+            if before_swap is not None:
+                before_swap()
+        except BaseException:
+            # the load failed (a kill skips this: the next run sweeps); the live dataset was never touched.
+            # A failed DROP (the connection gone) must not hide why we got here.
+            with contextlib.suppress(Exception), conn.cursor() as cur:
+                cur.execute(f"DROP TABLE IF EXISTS {', '.join(_name(db, t, SIDE) for db, t in replaced_tables(cfg))}")
+            raise
         _swap(conn, settings)
         failpoints.hit("generate.after_swap")  # the new dataset live, the previous one in the `__old` tables
         with conn.cursor() as cur:

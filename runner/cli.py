@@ -290,6 +290,7 @@ def export() -> None:
         f"exported the marts as of {result.as_of_date}, released by the transform that passed at "
         f"{release.utc_text(result.released_at)}: "
         + ", ".join(f"{table} {rows} rows" for table, rows in result.rows.items())
+        + (f"; left out the labels of {result.unknown_users} users no longer in TiDB" if result.unknown_users else "")
     )
 
 
@@ -369,10 +370,17 @@ def _clean(message: str) -> str:
     return visible(" ".join(redact(message, env_secrets()).split()))
 
 
+class _OneLine(logging.Formatter):
+    """A warning as one line that shows what it says (it may quote a server's message, which may quote data)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _clean(super().format(record))
+
+
 def _log_warnings_to_stderr() -> None:
     """The library's warnings (a retried step, say) reach the user as `warning: …` lines."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setFormatter(_OneLine("warning: %(message)s"))
     log = logging.getLogger("ecom")
     log.addHandler(handler)
     log.setLevel(logging.WARNING)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 _WORDS: dict[int, bytes] = {signal.SIGINT: b"interrupted\n", signal.SIGTERM: b"terminated\n"}
 _received: int | None = None
 _reported = False
 _settled: int | None = None  # the exit code, once the command's outcome is known
+_on_first: list[Callable[[], None]] = []  # see `also`
 
 
 def install() -> None:
@@ -33,7 +35,21 @@ def _handle(signum: int, _frame: FrameType | None) -> None:
     if _received is not None:  # the second one: the user will not wait for the cleanup
         os._exit(report())
     _received = signum
+    for action in list(_on_first):
+        with contextlib.suppress(Exception):
+            action()
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def also(action: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, the first signal also does `action` (at once, in the handler) before it raises
+    KeyboardInterrupt: for a wait that the interrupt alone does not end (see loaders/bulk.py)."""
+    _on_first.append(action)
+    try:
+        yield
+    finally:
+        _on_first.remove(action)
 
 
 def settle(code: int) -> None:

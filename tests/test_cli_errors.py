@@ -91,7 +91,7 @@ def test_today_and_future_days_are_not_archived(ready: Settings) -> None:
 
 def test_empty_warehouse(ready: Settings) -> None:
     assert_one_clear_line(ecom(ready, "transform"), "no archived orders", "ecom archive")
-    assert_one_clear_line(ecom(ready, "export"), "run `ecom transform` first")
+    assert_one_clear_line(ecom(ready, "export"), "no business data", "ecom generate")
 
 
 def test_missing_and_malformed_profile(ready: Settings, tmp_path: Path) -> None:

@@ -446,7 +446,8 @@ def _compile(profiles: Path, warehouse_dir: Path, as_of: str) -> tuple[list[str]
     assert len(tests) >= len(models), f"only {len(tests)} data tests compiled"
     compiled = target / "compiled"
     files = sorted(compiled.rglob("*.sql"))
-    assert len(files) == len(models) + len(tests), f"{len(files)} compiled files for {len(nodes)} nodes"
+    hooks = [n for n in nodes if n.resource_type == "operation"]  # the project's on-run-start hook, parsed too
+    assert len(files) == len(models) + len(tests) + len(hooks), f"{len(files)} compiled files for {len(nodes)} nodes"
     verdict = Verdict()
     for path in files:
         check("snowflake", path.read_text(), verdict, f"[dbt compile --target snowflake: {path.relative_to(compiled)}]")

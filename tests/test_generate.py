@@ -205,7 +205,8 @@ def test_the_memory_estimate_holds(tmp_path: Path) -> None:
 
 def _remote(tmp_path: Path) -> Settings:
     """Settings for a TiDB Cloud host: nothing connects to it in these tests."""
-    return Settings(tidb=TiDBConfig(host="gateway01.eu-central-1.prod.aws.tidbcloud.com", port=4000), home=tmp_path)
+    cloud = TiDBConfig(host="gateway01.eu-central-1.prod.aws.tidbcloud.com", port=4000)
+    return Settings(tidb=cloud, home=tmp_path, profiles_dir=tmp_path, target="local")
 
 
 def test_a_remote_servers_disk_is_not_checked_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

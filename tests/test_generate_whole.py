@@ -24,6 +24,7 @@ from loaders import generate as generate_mod
 from loaders.generate import GenerateSpec
 from runner import tidb
 from runner.config import Settings, TiDBConfig
+from runner.errors import EcomError
 from tests.conftest import drop_databases, env_for, make_settings
 from tests.test_crash_generate import Fingerprint, fingerprint, leftovers
 
@@ -241,3 +242,17 @@ def test_a_size_the_machine_cannot_hold_is_refused_untouched(
     assert short_of in line and ("memory" in line or "disk" in line), line
     assert State.of(shop) == before, "the dataset, its archive and the run log are untouched"
     assert leftovers(shop) == set(), "not even a side table was made"
+
+
+def test_a_generate_that_fails_before_the_swap_cleans_up_and_changes_nothing(shop: Settings) -> None:
+    """An error (here: the lease lost as the archive is about to be dropped) leaves the first dataset, and no
+    side table taking the server's disk until the next generate."""
+    before = State.of(shop)
+
+    def lease_lost() -> None:
+        raise EcomError("this generate lost its lock", "run it again")
+
+    with pytest.raises(EcomError, match="lost its lock"):
+        generate_mod.generate(shop, SECOND, before_swap=lease_lost)
+    assert State.of(shop) == before
+    assert leftovers(shop) == set()

@@ -72,6 +72,17 @@ def bound(settings: Settings, read: int, long: int = 3600) -> Settings:
     )
 
 
+@pytest.fixture
+def watched(proxied: tuple[Settings, FaultProxy]) -> Iterator[tuple[Settings, FaultProxy]]:
+    """`proxied`, stopped after GUARD seconds: an in-process test waits on sockets with no bound of its own when
+    the fix is missing, and stopping the proxy resets them, so that such a test fails instead of hanging."""
+    watchdog = threading.Timer(GUARD, proxied[1].stop)
+    watchdog.daemon = True
+    watchdog.start()
+    yield proxied
+    watchdog.cancel()
+
+
 # --- the commands ------------------------------------------------------------------------------------------
 
 
@@ -204,10 +215,10 @@ def stalled_for(proxy: FaultProxy, seconds: float) -> threading.Timer:
     return timer
 
 
-def test_patient_widens_the_bound_for_its_block_only(proxied: tuple[Settings, FaultProxy]) -> None:
+def test_patient_widens_the_bound_for_its_block_only(watched: tuple[Settings, FaultProxy]) -> None:
     """pymysql reads the bound from a private attribute before each packet: this holds `patient` to that, both
     for a statement the server takes long over and for a network that is silent for a while."""
-    through, proxy = proxied
+    through, proxy = watched
     conn = tidb.connect(bound(through, read=1, long=10))
     try:
         with tidb.patient(conn), conn.cursor() as cur:  # TIDB_LONG_STATEMENT_SECONDS
@@ -230,9 +241,9 @@ def test_patient_widens_the_bound_for_its_block_only(proxied: tuple[Settings, Fa
         conn.close()
 
 
-def test_load_data_is_patient(proxied: tuple[Settings, FaultProxy]) -> None:
+def test_load_data_is_patient(watched: tuple[Settings, FaultProxy]) -> None:
     """The server answers a LOAD DATA only once the batch is in: that silence is not a dead server."""
-    through, proxy = proxied
+    through, proxy = watched
     conn = tidb.connect(bound(through, read=1, long=10))
     try:
         with conn.cursor() as cur:
@@ -245,9 +256,9 @@ def test_load_data_is_patient(proxied: tuple[Settings, FaultProxy]) -> None:
         conn.close()
 
 
-def test_a_stalled_streaming_read_says_the_server_did_not_answer(proxied: tuple[Settings, FaultProxy]) -> None:
+def test_a_stalled_streaming_read_says_the_server_did_not_answer(watched: tuple[Settings, FaultProxy]) -> None:
     """Not pymysql's AttributeError from closing the cursor of a connection it has already closed."""
-    through, proxy = proxied
+    through, proxy = watched
     conn = tidb.connect(bound(through, read=1), "mysql", streaming=True)
     try:
         with pytest.raises(tidb.NoAnswer), conn.cursor() as cur:
@@ -283,9 +294,9 @@ def test_interactive_reads_are_stopped_by_the_server(settings: Settings) -> None
         plain.close()
 
 
-def test_a_cut_connection_is_a_lost_connection(proxied: tuple[Settings, FaultProxy]) -> None:
+def test_a_cut_connection_is_a_lost_connection(watched: tuple[Settings, FaultProxy]) -> None:
     """The proxy's cut: the reset reaches the client at once, as the driver's own lost-connection error."""
-    through, proxy = proxied
+    through, proxy = watched
     conn = tidb.connect(bound(through, read=30))
     try:
         proxy.cut()
