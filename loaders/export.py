@@ -347,7 +347,8 @@ def export(settings: Settings, progress: Progress | None = None) -> ExportResult
         # metadata locks for half a lease at most; TiDB ignores lock_wait_timeout (a no-op variable there).
         cur.execute(f"SET SESSION lock_wait_timeout = {max(1, settings.lock_lease_seconds // 2)}")
         held.ensure("swapping the serving tables")
-        cur.execute(f"RENAME TABLE {swaps}")
+        with tidb.patient(conn):  # the server's own lock-wait error comes first, not the read bound
+            cur.execute(f"RENAME TABLE {swaps}")
         failpoints.hit("export.after_swap")  # readers on the new set, the `__old` tables not dropped yet
         cur.execute(f"DROP TABLE {', '.join(f'{db}.{s.table}__old' for s in SERVING_TABLES)}")
     failpoints.hit("export.before_run_log")  # the export is done; the pipeline has not logged the run yet

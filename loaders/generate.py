@@ -489,7 +489,8 @@ def generate(
         _prepare_side_tables(conn, cfg)
         try:
             orders, amount_cents = _load(conn, cfg, spec, end_day, now, progress)
-            build_secondary_indexes(conn, cfg.database, cfg.express_database, SIDE)
+            with tidb.patient(conn):  # index builds answer once done
+                build_secondary_indexes(conn, cfg.database, cfg.express_database, SIDE)
             failpoints.hit("generate.before_dataset_info")  # every row loaded, nothing yet says the data is whole
             with conn.cursor() as cur:
                 cur.execute(
@@ -512,15 +513,17 @@ def generate(
         except BaseException:
             # the load failed (a kill skips this: the next run sweeps); the live dataset was never touched.
             # A failed DROP (the connection gone) must not hide why we got here.
-            with contextlib.suppress(Exception), conn.cursor() as cur:
+            with contextlib.suppress(Exception), tidb.patient(conn), conn.cursor() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS {', '.join(_name(db, t, SIDE) for db, t in replaced_tables(cfg))}")
             raise
-        _swap(conn, settings)
-        failpoints.hit("generate.after_swap")  # the new dataset live, the previous one in the `__old` tables
-        with conn.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {', '.join(_name(db, t, OLD) for db, t in replaced_tables(cfg))}")
-        # a table swapped in is another table: on TiDB it keeps the replica CREATE TABLE ... LIKE copied, else asks
-        tiflash.ensure_replicas(conn, cfg, tidb.detect_flavor(conn).is_tidb)
+        # DDL below answers once done (a RENAME after readers' metadata locks, DROPs of big tables)
+        with tidb.patient(conn):
+            _swap(conn, settings)
+            failpoints.hit("generate.after_swap")  # the new dataset live, the previous one in the `__old` tables
+            with conn.cursor() as cur:
+                cur.execute(f"DROP TABLE IF EXISTS {', '.join(_name(db, t, OLD) for db, t in replaced_tables(cfg))}")
+            # a table swapped in is another table: on TiDB it keeps the replica CREATE TABLE ... LIKE copied
+            tiflash.ensure_replicas(conn, cfg, tidb.detect_flavor(conn).is_tidb)
     failpoints.hit("generate.before_run_log")  # the data is whole; the pipeline has not logged the run yet
     return GenerateResult(
         users=spec.users,
@@ -537,11 +540,11 @@ def _prepare_side_tables(conn: pymysql.connections.Connection, cfg: TiDBConfig) 
     """Empty side tables shaped like the live ones, without their secondary indexes (one sorted build after
     the load beats maintaining them row by row); a killed run's `__gen` and `__old` tables go first."""
     leftovers = [_name(db, t, suffix) for db, t in replaced_tables(cfg) for suffix in (SIDE, OLD)]
-    with conn.cursor() as cur:
+    with tidb.patient(conn), conn.cursor() as cur:  # DDL: answers once done
         cur.execute(f"DROP TABLE IF EXISTS {', '.join(leftovers)}")
         for db, table in replaced_tables(cfg):
             cur.execute(f"CREATE TABLE {_name(db, table, SIDE)} LIKE {_name(db, table)}")
-    drop_secondary_indexes(conn, cfg.database, cfg.express_database, SIDE)
+        drop_secondary_indexes(conn, cfg.database, cfg.express_database, SIDE)
 
 
 def _load(

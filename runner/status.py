@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pymysql
 
-from runner import runs, tidb, tiflash, warehouse
+from runner import release, runs, tidb, tiflash, warehouse
 from runner.config import Settings
 from runner.errors import EcomError, redact
 from runner.serving import Table
@@ -127,7 +127,7 @@ def status_tables(settings: Settings) -> list[Table]:
     worker.start()
     connections: list[tuple[str, str, str]] = []
     counts: list[tuple[str, str, int | None]] = []
-    last_archive = ""
+    last_archive = marts = ""
     try:
         with warehouse.session(settings) as wcfg:
             conn = warehouse.connect(wcfg)
@@ -151,6 +151,8 @@ def status_tables(settings: Settings) -> list[Table]:
                     cur.execute("SELECT MIN(ARCHIVE_DATE), MAX(ARCHIVE_DATE), MAX(ARCHIVED_AT) FROM ARCHIVE_LOG")
                     first, last, at = cur.fetchone()
                     last_archive = f"days {first}..{last} in the warehouse, last written {at} UTC" if first else ""
+                released = release.read(conn, wcfg)
+                marts = "marts " + (released.describe() if released else "not released yet (run `ecom transform`)")
             finally:
                 conn.close()
     except EcomError as exc:
@@ -159,7 +161,7 @@ def status_tables(settings: Settings) -> list[Table]:
     if found.failure is not None:
         raise found.failure
     tidb_connection, notes, last_runs = _tidb_tables(settings, found)
-    note = "; ".join(text for text in [*notes, last_archive] if text)
+    note = "; ".join(text for text in [*notes, last_archive, marts] if text)
     tables = [
         Table("Connections", ["side", "where", "server"], [tidb_connection, *connections]),
         Table("Rows", ["side", "table", "rows"], list(found.counts) + counts, note=note),

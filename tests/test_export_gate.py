@@ -111,6 +111,8 @@ def test_transform_killed_during_its_tests_is_not_exported(shop: Shop, exported:
     refused = run_ecom(exported, "export")
     assert_refused(refused, f"the marts as of {shop.day1} did not pass their tests")
     assert fingerprint(exported) == before, "a refused export must leave the serving tables as they were"
+    status = run_ecom(exported, "status")
+    assert f"marts as of {shop.day1}, unfinished or failed" in " ".join(status.stdout.split()), status.stdout
 
     # the same transform, run to the end, releases the marts: the export publishes them and says which
     passed = run_ecom(exported, "transform", "--as-of", str(shop.day1))
@@ -120,6 +122,8 @@ def test_transform_killed_during_its_tests_is_not_exported(shop: Shop, exported:
     assert f"exported the marts as of {shop.day1}, released by the transform that passed at " in published.stdout
     assert serving_rows(exported) == mart_rows(exported)
     assert_whole(serving_rows(exported), shop.day1)
+    status = run_ecom(exported, "status")
+    assert f"marts as of {shop.day1}, passed at" in " ".join(status.stdout.split()), status.stdout
 
 
 def test_transform_whose_data_test_fails_is_not_exported(shop: Shop, exported: Settings) -> None:
