@@ -16,6 +16,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -127,8 +128,40 @@ def _load_rendered(conn: pymysql.connections.Connection, batch: _Rendered) -> in
     return insert_rows(conn, batch.table, columns, list(rows))
 
 
+_TEMP_PREFIX = "ecom_load_"
+_swept = False
+
+
+def sweep_dead_files() -> list[str]:
+    """Remove the load files of processes that no longer run (a `kill -9` skips every cleanup); once per
+    process. Each file is named after its process id, so a live run's files are never touched."""
+    global _swept
+    if _swept:
+        return []
+    _swept = True
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{_TEMP_PREFIX}*_*.tsv"):
+        pid = path.name.removeprefix(_TEMP_PREFIX).split("_", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(str(path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _render(table: str, frame: pd.DataFrame) -> _Rendered:
-    fd, path = tempfile.mkstemp(prefix="ecom_load_", suffix=".tsv")
+    sweep_dead_files()
+    fd, path = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}_", suffix=".tsv")
     os.close(fd)
     try:
         write_tsv(frame, path)

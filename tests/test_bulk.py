@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +19,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
+from loaders import bulk
 from loaders.bulk import load_batches, load_frame
 from runner import tidb
 from runner.config import Settings, TiDBConfig
@@ -149,3 +154,31 @@ def test_any_text_round_trips_through_both_writers(
         stored = list(cur.fetchall())
     expected = [(a, b, None if at is None else at.replace(microsecond=0)) for a, b, at in rows]
     assert stored == expected
+
+
+def test_load_files_of_killed_processes_are_swept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `kill -9` in a load leaves its rendered file behind (no cleanup runs); the next load removes it, and
+    never a file of a process that still runs."""
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, pandas as pd; from loaders import bulk; "
+            "print(bulk._render('t', pd.DataFrame({'a': [1]})).path, flush=True); "
+            "os.kill(os.getpid(), signal.SIGKILL)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = Path(killed.stdout.strip())
+    assert left.exists()
+    monkeypatch.setattr(bulk, "_swept", False)
+    ours = bulk._render("t", pd.DataFrame({"a": [1]}))  # the first load of a process sweeps
+    try:
+        assert not left.exists()
+        monkeypatch.setattr(bulk, "_swept", False)
+        assert str(ours.path) not in bulk.sweep_dead_files() and Path(ours.path).exists(), "a live process's stays"
+    finally:
+        os.unlink(ours.path)
