@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from loaders.generate import GenerateSpec
-from runner import pipeline, tidb, warehouse
+from runner import pipeline, release, tidb, warehouse
 from runner.config import Settings, TiDBConfig
 from tests.conftest import drop_databases, env_for, make_settings
 from tests.test_crash_transform_export import mart_rows, serving_rows
@@ -146,6 +146,15 @@ def test_random_kills_then_reruns_lose_and_double_nothing(shop: tuple[Settings, 
         code, _ = run(settings, step, kill_after=moment)
         what = f"{step} killed at {moment:.2f}s (exit {code}); runs so far {done}"
         assert code in (0, -signal.SIGKILL), f"seed {SEED}: {what}"
+        # before any rerun, readers see a whole dataset: a generate killed mid-load left the previous one live
+        assert orders_without_one_shipment(settings) == 0, f"seed {SEED}: {what}: a partial dataset is live"
+        if step in ("generate", "transform"):  # what comes next refuses, or runs on data vouched for
+            after = {"generate": "archive", "transform": "export"}[step]
+            next_code, _ = run(settings, after, kill_after=300)
+            if after == "export" and next_code == 0:
+                released = release.current(settings)
+                assert released is not None and released.passed, f"seed {SEED}: {what}: exported untested marts"
+            assert next_code in (0, 1), f"seed {SEED}: {what}: {after} exit {next_code}"
         rebuild(settings, step, *DOWNSTREAM.get(step, ()))
         reconcile(settings, what)
         done.append(f"{step}@{moment:.2f}")
