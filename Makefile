@@ -10,8 +10,10 @@ export DO_NOT_TRACK := 1
 demo: install tidb
 	$(BIN)/ecom demo
 
+# Two workers, a test file each at a time (a file's module fixtures stay in one process); every test has its
+# own databases and warehouse files, so files run side by side.
 test: install tidb lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 install: $(STAMP) profiles.yml
 
