@@ -4,6 +4,7 @@ is generated unchanged; only on the `fakesnow` account does a plain table replac
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,12 @@ def test_temporary_tables_only_change_on_the_standin(
     sql = " ".join(_compiled(settings, account, tmp_path).lower().split())
     assert "create or replace" in sql and "scratch" in sql
     assert ("temporary table" in sql) is temporary
+
+
+def test_the_docs_site_opens_on_the_projects_overview(settings: Settings) -> None:
+    """The project's `__overview__` doc block replaces dbt's stock "Welcome!" page of the docs site."""
+    outcome = dbt.run(settings, ["parse"], quiet=True)
+    assert outcome.success
+    manifest = json.loads((settings.home / "dbt" / "target" / "manifest.json").read_text())
+    overview = manifest["docs"]["doc.ecommerce.__overview__"]["block_contents"]
+    assert "TiDB" in overview and "dim_user_labels" in overview and "Welcome" not in overview
