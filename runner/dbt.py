@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from runner import failpoints, release, warehouse
 from runner.config import DBT_PROJECT_DIR, Settings
 from runner.errors import EcomError, redact
@@ -28,6 +30,12 @@ class DbtOutcome:
     @property
     def failures(self) -> list[str]:
         return [node for node, status in self.results if status in ("error", "fail", "runtime error")]
+
+
+def project_var(name: str) -> Any:
+    """A var of dbt_project.yml: the rules the runner shares with the models (the hot-items window) live there."""
+    project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text(encoding="utf-8"))
+    return project["vars"][name]
 
 
 def dbt_args(settings: Settings, args: list[str], as_of: dt.date | None = None) -> list[str]:

@@ -25,7 +25,6 @@ T = TypeVar("T")
 log = logging.getLogger("ecom")
 
 Progress = Callable[[str, int, int], None]
-HOT_ITEMS_WINDOW_DAYS = 7  # the dbt project's hot-items window: every day of it must be archived
 
 
 def run_generate(
@@ -174,9 +173,10 @@ def require_archive(settings: Settings, as_of: dt.date) -> None:
     archived = {day for day in archived_order_days(settings) if day < as_of}
     if not archived:
         raise EcomError("the warehouse has no archived orders", "run `ecom archive` (after `ecom generate`) first")
-    if (as_of - dt.date.min).days < HOT_ITEMS_WINDOW_DAYS:  # the window would start before year 1
+    window_days = int(dbt.project_var("hot_items_window_days"))  # every day of it must be archived
+    if (as_of - dt.date.min).days < window_days:  # the window would start before year 1
         raise EcomError(f"as of {as_of} there is no whole week before it to model", "pick a later as-of date")
-    window = [as_of - dt.timedelta(days=d) for d in range(HOT_ITEMS_WINDOW_DAYS, 0, -1)]
+    window = [as_of - dt.timedelta(days=d) for d in range(window_days, 0, -1)]
     missing = [day for day in window if day not in archived]
     if missing:
         raise EcomError(

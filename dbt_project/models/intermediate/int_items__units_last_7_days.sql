@@ -1,5 +1,5 @@
--- Units sold per item over the 7 business days before the as-of date: order_date in
--- [as_of - 7 days, as_of). Only items with at least one order in the window have a row.
+-- Units sold per item over the business days before the as-of date (var hot_items_window_days, 7):
+-- order_date in [as_of - window days, as_of). Only items with at least one order in the window have a row.
 -- Reads only the window's days of RAW (a daily run does not scan all history).
 
 with
@@ -13,7 +13,7 @@ orders as (
 sales_window as (
 
     select
-        dateadd(day, -7, {{ as_of_date() }}) as window_start,
+        dateadd(day, -{{ var('hot_items_window_days') }}, {{ as_of_date() }}) as window_start,
         {{ as_of_date() }} as window_end
 
 ),
@@ -33,7 +33,7 @@ orders_in_window as (
     -- the bounds as constant expressions (not the columns of sales_window), so the warehouse
     -- prunes RAW by order_date at compile time and reads only the window's days
     where
-        orders.order_date >= dateadd(day, -7, {{ as_of_date() }})
+        orders.order_date >= dateadd(day, -{{ var('hot_items_window_days') }}, {{ as_of_date() }})
         and orders.order_date < {{ as_of_date() }}
 
 ),

@@ -1,6 +1,6 @@
 -- Weekly hot items: the items sold in the 7 days before the as-of date, in two price tiers
 -- (`high`: price > the average price of all items; `low`: price <= it), ranked within each
--- tier by units sold, ties to the smaller item id; the top 10 of each tier are kept.
+-- tier by units sold, ties to the smaller item id; the top var('hot_items_top_n') (10) of each tier are kept.
 -- One row per (item_label, item_rank).
 
 with
@@ -68,7 +68,7 @@ final as (
 
     from ranked
 
-    where item_rank <= 10
+    where item_rank <= {{ var('hot_items_top_n') }}
 
 )
 
