@@ -45,3 +45,13 @@ def test_the_docs_site_opens_on_the_projects_overview(settings: Settings) -> Non
     manifest = json.loads((settings.home / "dbt" / "target" / "manifest.json").read_text())
     overview = manifest["docs"]["doc.ecommerce.__overview__"]["block_contents"]
     assert "TiDB" in overview and "dim_user_labels" in overview and "Welcome" not in overview
+
+
+def test_the_marts_are_public_and_owned(settings: Settings) -> None:
+    """The marts the export relies on are public, in one group with an owner: a contract other projects can see."""
+    assert dbt.run(settings, ["parse"], quiet=True).success
+    manifest = json.loads((settings.home / "dbt" / "target" / "manifest.json").read_text())
+    marts = [n for n in manifest["nodes"].values() if n["resource_type"] == "model" and "marts" in n["fqn"]]
+    assert {n["name"] for n in marts} >= {"dim_user_labels", "fct_weekly_hot_items", "fct_monthly_bills"}
+    assert {(n["access"], n["group"]) for n in marts} == {("public", "commerce_analytics")}
+    assert manifest["groups"]["group.ecommerce.commerce_analytics"]["owner"]["name"]
