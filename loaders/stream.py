@@ -182,9 +182,12 @@ def _reconnect(settings: Settings, lost: Exception, result: StreamResult) -> pym
     except (EcomError, pymysql.err.MySQLError) as exc:
         raise EcomError(
             f"the stream lost its connection to {where} and could not get it back ({_reason(exc)})",
-            f"check the server and the network to it, then rerun `ecom stream`; the {result.orders} orders "
-            "streamed until then are kept, each with its express row",
+            f"check the server and the network to it, then rerun `ecom stream`; {_kept(result)}",
         ) from None
+
+
+def _kept(result: StreamResult) -> str:
+    return f"the {result.orders} orders streamed until then are kept, each with its express row"
 
 
 def _reason(exc: Exception) -> str:
@@ -236,8 +239,7 @@ def stream(
                     raise EcomError(
                         f"{failed_in_a_row} ticks of the stream in a row failed on TiDB at {settings.tidb.host}:"
                         f"{settings.tidb.port} ({_reason(exc)})",
-                        f"check the server, then rerun `ecom stream`; the {result.orders} orders streamed until "
-                        "then are kept, each with its express row",
+                        f"check the server, then rerun `ecom stream`; {_kept(result)}",
                     ) from None
                 conn = _recover(settings, conn, exc, result)
                 if tick.committed(conn, db):

@@ -32,7 +32,7 @@ def run_generate(
 ) -> generate_mod.GenerateResult:
     started = settings.now()
     spec.validate()
-    generate_mod.preflight(settings, spec)  # a run this machine cannot finish stops before the lease, untouched
+    # generate checks first that this machine can finish it (`generate.preflight`), before anything is written;
     # the archive is dropped only once the new dataset is whole, right before generate swaps it in
     result = archive_mod.replace_history(
         settings, lambda drop_archive: retried(lambda: generate_mod.generate(settings, spec, progress, drop_archive))

@@ -6,6 +6,7 @@ stand-in. When the server cannot be reached the run stops with a clear message: 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from loaders.generate import GenerateSpec
+from runner import pipeline, tidb
 from runner.config import PROJECT_ROOT, Settings, TiDBConfig
 from runner.errors import EcomError
 from tests.faultproxy import FaultProxy
@@ -112,14 +115,34 @@ def run_ecom(settings: Settings, *args: str, **env: str) -> subprocess.Completed
     )
 
 
-@pytest.fixture
-def proxied(settings: Settings) -> Iterator[tuple[Settings, FaultProxy]]:
+@contextlib.contextmanager
+def through_proxy(settings: Settings) -> Iterator[tuple[Settings, FaultProxy]]:
     """`settings` reached through a fault-injecting TCP proxy (tests/faultproxy.py) in front of the real server,
-    and the proxy: switch its mode (stall, delay, cut, ...) to make the network fail. The `settings` fixture's
-    own teardown goes to the server directly, so it works whatever the proxy was left doing."""
+    and the proxy: switch its mode (stall, delay, cut, ...) to make the network fail."""
     proxy = FaultProxy(settings.tidb.host, settings.tidb.port).start()
     try:
-        tidb = replace(settings.tidb, host="127.0.0.1", port=proxy.port)
-        yield replace(settings, tidb=tidb), proxy
+        yield replace(settings, tidb=replace(settings.tidb, host="127.0.0.1", port=proxy.port)), proxy
     finally:
         proxy.stop()
+
+
+@pytest.fixture
+def proxied(settings: Settings) -> Iterator[tuple[Settings, FaultProxy]]:
+    """`through_proxy` for a test's own settings. The `settings` fixture's own teardown goes to the server
+    directly, so it works whatever the proxy was left doing."""
+    with through_proxy(settings) as pair:
+        yield pair
+
+
+@contextlib.contextmanager
+def generated_shop(
+    server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory, name: str, spec: GenerateSpec
+) -> Iterator[Settings]:
+    """A module's own shop: its databases with the schema and a history generated for `spec`; dropped after."""
+    settings = make_settings(server, Path(tmp_path_factory.mktemp(name)), name)
+    tidb.init_schema(settings)
+    pipeline.run_generate(settings, spec)
+    try:
+        yield settings
+    finally:
+        drop_databases(settings)

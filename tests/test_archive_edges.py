@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ from loaders.archive import EARLIEST_DAY
 from loaders.generate import GenerateSpec
 from runner import pipeline, tidb
 from runner.config import Settings, TiDBConfig
-from tests.conftest import drop_databases, make_settings, run_ecom
+from tests.conftest import generated_shop, run_ecom
 from tests.test_archive_safety import raw_rows, tidb_rows
 
 SPEC = GenerateSpec(users=300, items=40, orders=2_000, days=10, seed=11)
@@ -23,13 +22,9 @@ SPEC = GenerateSpec(users=300, items=40, orders=2_000, days=10, seed=11)
 
 @pytest.fixture(scope="module")
 def shop(server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = make_settings(server, Path(tmp_path_factory.mktemp("edges")), "edges")
-    tidb.init_schema(settings)
-    pipeline.run_generate(settings, SPEC)
-    first, last = history(settings)
-    pipeline.run_archive(settings, first, last)
-    yield settings
-    drop_databases(settings)
+    with generated_shop(server, tmp_path_factory, "edges", SPEC) as settings:
+        pipeline.run_archive(settings, *history(settings))
+        yield settings
 
 
 def history(settings: Settings) -> tuple[dt.date, dt.date]:

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from loaders.generate import GenerateSpec
-from runner import pipeline, release, tidb, warehouse
+from runner import pipeline, release, tidb
 from runner.config import Settings, TiDBConfig
 from tests.conftest import drop_databases, env_for, make_settings
+from tests.test_archive_safety import raw_rows
 from tests.test_crash_transform_export import mart_rows, serving_rows
 
 pytestmark = pytest.mark.e2e
@@ -81,17 +82,9 @@ def leftover_tables(settings: Settings) -> list[str]:
         return sorted(row[0] for row in cur.fetchall())
 
 
-def stage_tables(settings: Settings) -> list[str]:
-    with warehouse.session(settings) as cfg:
-        conn = warehouse.connect(cfg)
-        try:
-            cur = conn.cursor()
-            cur.execute(
-                f"SELECT table_name FROM {cfg.database}.information_schema.tables WHERE table_name LIKE '%STAGE%'"
-            )
-            return [row[0] for row in cur.fetchall()]
-        finally:
-            conn.close()
+def stage_tables(settings: Settings) -> list[tuple[object, ...]]:
+    db = settings.warehouse().database
+    return raw_rows(settings, f"SELECT table_name FROM {db}.information_schema.tables WHERE table_name LIKE '%STAGE%'")
 
 
 def orders_without_one_shipment(settings: Settings) -> int:

@@ -29,7 +29,7 @@ from loaders.generate import GenerateSpec
 from runner import pipeline, retry, tidb
 from runner.config import Settings, TiDBConfig
 from runner.status import STATUS_TIDB_SECONDS
-from tests.conftest import drop_databases, env_for, make_settings
+from tests.conftest import env_for, generated_shop, through_proxy
 from tests.faultproxy import FaultProxy
 
 READ_TIMEOUT = 2  # TIDB_READ_TIMEOUT_SECONDS of the CLI runs here: short, for speed
@@ -137,20 +137,14 @@ def test_commands_stop_with_one_line_when_tidb_never_answers(
 
 @pytest.fixture(scope="module")
 def shop(server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = make_settings(server, Path(tmp_path_factory.mktemp("hang")), "hang")
-    tidb.init_schema(settings)
-    pipeline.run_generate(settings, SPEC)
-    yield settings
-    drop_databases(settings)
+    with generated_shop(server, tmp_path_factory, "hang", SPEC) as settings:
+        yield settings
 
 
 @pytest.fixture
 def shop_proxy(shop: Settings) -> Iterator[tuple[Settings, FaultProxy]]:
-    proxy = FaultProxy(shop.tidb.host, shop.tidb.port).start()
-    try:
-        yield dataclasses.replace(shop, tidb=dataclasses.replace(shop.tidb, host="127.0.0.1", port=proxy.port)), proxy
-    finally:
-        proxy.stop()
+    with through_proxy(shop) as pair:
+        yield pair
 
 
 def test_archive_stalled_mid_way_is_retried_and_finishes(

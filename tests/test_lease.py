@@ -21,18 +21,15 @@ from loaders.generate import GenerateSpec
 from runner import lease, pipeline, tidb, warehouse
 from runner.config import Settings, TiDBConfig
 from runner.errors import EcomError
-from tests.conftest import drop_databases, env_for, make_settings
+from tests.conftest import env_for, generated_shop
 
 SPEC = GenerateSpec(users=400, items=60, orders=3_000, days=6, seed=11)
 
 
 @pytest.fixture(scope="module")
 def shop(server: TiDBConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = make_settings(server, Path(tmp_path_factory.mktemp("lease")), "lease")
-    tidb.init_schema(settings)
-    pipeline.run_generate(settings, SPEC)
-    yield settings
-    drop_databases(settings)
+    with generated_shop(server, tmp_path_factory, "lease", SPEC) as settings:
+        yield settings
 
 
 def _paused_archive(settings: Settings, day: dt.date, gate: Path, **env: str) -> subprocess.Popen[str]:
